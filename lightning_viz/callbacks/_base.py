@@ -1,0 +1,259 @@
+"""The base every lightning_viz monitor shares: when to probe, on which rank, on which images, without side
+effects, and what to do when something fails.
+
+A monitor subclass only says which layers it wants by default and what one probe computes
+(:meth:`ProbeMonitor.compute`); this base runs it on the fixed probe batch inside
+:func:`lightning_viz.methods.isolated`, logs the result to TensorBoard and flushes, so the new step is visible
+at once.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lightning_viz.methods import conv_layer_names, isolated, resolve_layer
+from lightning_viz.probe import ProbeBatch
+
+__all__ = ["ProbeLogs", "ProbeMonitor"]
+
+LayerSpec = str | nn.Module
+
+
+@dataclass
+class ProbeLogs:
+    """What one probe logs: images as (H, W, 3) uint8 arrays, scalars and markdown text, keyed by tag."""
+
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    scalars: dict[str, float] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+
+
+def tensorboard_writer(trainer: pl.Trainer) -> Any | None:
+    """The ``SummaryWriter`` of the first ``TensorBoardLogger`` among ``trainer.loggers``, or None."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+def _positive_or_none(name: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+
+
+class ProbeMonitor(Callback):
+    """Base of the lightning_viz monitors: runs :meth:`compute` on a fixed probe batch at chosen steps.
+
+    Probes run at step 0 (before any update), at each of ``early_steps``, every ``every_n_steps`` optimizer
+    steps (``trainer.global_step``, so gradient accumulation does not multiply probes) and at the end of every
+    ``every_n_epochs``-th epoch; never during the sanity check, at most once per step, and only on global rank
+    zero. Every probe runs in eval mode, with gradients enabled and generator states restored, so training
+    continues bit for bit as without the monitor.
+
+    Args:
+        probe: the probe images: a :class:`~lightning_viz.ProbeBatch`, a tensor (N, C, H, W), or None to draw
+            ``probe_size`` images from the validation loader (else the train loader) when training starts.
+        probe_size: number of images drawn when ``probe`` is None.
+        every_n_steps: probe every this many optimizer steps; None for no step cadence.
+        every_n_epochs: probe at the end of every this many training epochs; None for no epoch cadence.
+        early_steps: extra probes early in training, where learning-rate trouble shows.
+        layers: layers to probe, by dotted name or module; None lets the monitor choose.
+        on_error: ``"warn"``: a failing probe warns once per distinct error and training continues;
+            ``"raise"``: the error stops training. Configuration errors raise at setup either way.
+        seed: selects the probe images when they are drawn.
+
+    Raises:
+        ValueError: for an argument out of range.
+    """
+
+    def __init__(
+        self,
+        probe: ProbeBatch | Tensor | None = None,
+        probe_size: int = 16,
+        every_n_steps: int | None = 100,
+        every_n_epochs: int | None = None,
+        early_steps: Sequence[int] = (5, 10, 25, 50),
+        layers: LayerSpec | Sequence[LayerSpec] | None = None,
+        on_error: Literal["warn", "raise"] = "warn",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if isinstance(probe, Tensor):
+            probe = ProbeBatch(probe)
+        if probe is not None and not isinstance(probe, ProbeBatch):
+            raise TypeError(f"probe must be a ProbeBatch, an image tensor or None, got {type(probe).__name__}")
+        if not isinstance(probe_size, int) or isinstance(probe_size, bool) or probe_size <= 0:
+            raise ValueError(f"probe_size must be a positive int, got {probe_size!r}")
+        _positive_or_none("every_n_steps", every_n_steps)
+        _positive_or_none("every_n_epochs", every_n_epochs)
+        if any(not isinstance(s, int) or s < 0 for s in early_steps):
+            raise ValueError(f"early_steps must be non-negative ints, got {early_steps!r}")
+        if on_error not in ("warn", "raise"):
+            raise ValueError(f"on_error must be 'warn' or 'raise', got {on_error!r}")
+        if isinstance(layers, (str, nn.Module)):
+            layers = [layers]
+        if layers is not None and (not layers or not all(isinstance(x, (str, nn.Module)) for x in layers)):
+            raise ValueError(f"layers must be None, a layer name or module, or a non-empty list of them, got {layers!r}")
+        self.probe = probe
+        self.probe_size = probe_size
+        self.every_n_steps = every_n_steps
+        self.every_n_epochs = every_n_epochs
+        self.early_steps = frozenset(early_steps)
+        self.layers = None if layers is None else list(layers)
+        self.on_error = on_error
+        self.seed = seed
+        self.layer_names: list[str] = []
+        self._last_step: int | None = None
+        self._warned: set[str] = set()
+        self._writer: Any | None = None
+
+    # -- what a subclass provides ------------------------------------------------------------------------------
+
+    def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
+        """Layers to probe when the user gives none. ``images`` is the probe batch, on the model's device."""
+        raise NotImplementedError
+
+    def compute(self, model: nn.Module, probe: ProbeBatch, step: int) -> ProbeLogs:
+        """One probe: called inside :func:`~lightning_viz.methods.isolated` with the probe on the model's device."""
+        raise NotImplementedError
+
+    # -- Lightning hooks ---------------------------------------------------------------------------------------
+
+    @property
+    @override
+    def state_key(self) -> str:
+        layers = None if self.layers is None else [x if isinstance(x, str) else type(x).__name__ for x in self.layers]
+        return self._generate_state_key(layers=layers, every_n_steps=self.every_n_steps, seed=self.seed)
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._writer = tensorboard_writer(trainer)
+        if stage == "fit" and self._writer is None and not trainer.fast_dev_run:
+            raise MisconfigurationException(
+                f"{type(self).__name__} logs to TensorBoard, but trainer.loggers has no TensorBoardLogger "
+                f"(found {[type(x).__name__ for x in trainer.loggers] or 'none'}): "
+                "pass Trainer(logger=TensorBoardLogger(...))"
+            )
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after configure_model, on every rank, so a configuration error stops all ranks alike
+        if not conv_layer_names(pl_module):
+            raise MisconfigurationException(
+                f"{type(self).__name__}: {type(pl_module).__name__} has no nn.Conv2d layer; lightning_viz "
+                "visualizes convolutional networks"
+            )
+        if self.layers is not None:
+            self.layer_names = [resolve_layer(pl_module, layer)[0] for layer in self.layers]
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._prepare(trainer, pl_module)  # on every rank, so a configuration error stops all ranks alike
+        if trainer.global_step == 0:
+            self.probe_now(trainer, pl_module)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if step in self.early_steps or (self.every_n_steps is not None and step % self.every_n_steps == 0):
+            self.probe_now(trainer, pl_module)
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.every_n_epochs is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.probe_now(trainer, pl_module)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"probe": None if self.probe is None else self.probe.state_dict(), "last_step": self._last_step}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("probe") is not None:
+            self.probe = ProbeBatch.from_state_dict(state_dict["probe"])
+        self._last_step = state_dict.get("last_step")
+
+    # -- probing -----------------------------------------------------------------------------------------------
+
+    def _prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Draw the probe and choose the layers, once."""
+        if self.probe is None:
+            self.probe = ProbeBatch.from_dataloader(self._probe_loader(trainer), self.probe_size, self.seed)
+        if self.layer_names:
+            return
+        if self.layers is not None:
+            self.layer_names = [resolve_layer(pl_module, layer)[0] for layer in self.layers]
+        else:
+            with isolated(pl_module):
+                self.layer_names = self.default_layers(pl_module, self._probe_on(pl_module).images)
+
+    def probe_now(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Probe at the current ``global_step`` (once per step), from any hook, validation hooks included."""
+        step = trainer.global_step
+        if trainer.sanity_checking or not trainer.is_global_zero or step == self._last_step:
+            return
+        self._prepare(trainer, pl_module)
+        self._last_step = step
+        start = time.perf_counter()
+        try:
+            with isolated(pl_module):
+                logs = self.compute(pl_module, self._probe_on(pl_module), step)
+            self._log(logs, step, start)
+        except Exception as error:
+            if self.on_error == "raise":
+                raise
+            message = f"{type(error).__name__}: {error}"
+            if message not in self._warned:
+                self._warned.add(message)
+                warnings.warn(
+                    f"{type(self).__name__} probe at step {step} failed ({message}); training continues and "
+                    "later probes are still tried. Pass on_error='raise' to stop on it.",
+                    stacklevel=2,
+                )
+
+    def _probe_on(self, pl_module: nn.Module) -> ProbeBatch:
+        assert self.probe is not None
+        param = next((p for p in pl_module.parameters() if p.is_floating_point()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        return self.probe.to(device, None if param is None else param.dtype)
+
+    def _log(self, logs: ProbeLogs, step: int, start: float) -> None:
+        writer = self._writer
+        if writer is None:  # fast_dev_run: the probe ran, nothing to log to
+            return
+        for tag, image in logs.images.items():
+            writer.add_image(tag, image, step, dataformats="HWC")
+        for tag, value in logs.scalars.items():
+            writer.add_scalar(tag, value, step)
+        for tag, text in logs.texts.items():
+            writer.add_text(tag, text, step)
+        writer.add_scalar(f"viz/overhead_ms/{type(self).__name__}", 1000 * (time.perf_counter() - start), step)
+        writer.flush()  # the default SummaryWriter flushes every 120 s; a live view wants the step now
+
+    @staticmethod
+    def _probe_loader(trainer: pl.Trainer) -> Any:
+        loaders = trainer.val_dataloaders
+        if isinstance(loaders, (list, tuple)):
+            loaders = loaders[0] if loaders else None
+        if loaders is None:
+            loaders = trainer.train_dataloader
+            if isinstance(loaders, (list, tuple)):
+                loaders = loaders[0]
+        if loaders is None:
+            raise MisconfigurationException("no validation or training loader to draw the probe batch from")
+        return loaders
