@@ -94,7 +94,7 @@ def _balanced(order: list[int], labels: Sequence[int], size: int) -> list[int]:
     return chosen
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ProbeBatch:
     """A fixed batch of probe images, with optional labels and object masks, and how to show them.
 
@@ -137,6 +137,11 @@ class ProbeBatch:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def __repr__(self) -> str:
+        n, c, h, w = self.images.shape
+        extras = [name for name in ("labels", "masks") if getattr(self, name) is not None]
+        return f"ProbeBatch({n} images {c}x{h}x{w}{''.join(', ' + e for e in extras)})"
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ProbeBatch:
         """Return a copy with images (cast to ``dtype`` when given), labels and masks on ``device``."""

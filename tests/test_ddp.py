@@ -1,0 +1,26 @@
+"""DDP as two real CPU processes (gloo): only global rank zero probes, and nothing hangs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import read_events
+
+HERE = Path(__file__).parent
+
+
+def test_only_rank_zero_probes_and_nothing_hangs(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(HERE), "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run([sys.executable, str(HERE / "ddp_fit.py"), str(tmp_path)], env=env, timeout=300,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = json.loads((tmp_path / "rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert rank0["global_step"] == rank1["global_step"] == 6
+    assert rank0["last_step"] == 6 and rank1["last_step"] is None  # rank 1 never probed
+    steps = [e.step for e in read_events(rank0["log_dir"]).Images("gradcam/net.conv3")]
+    assert steps == [0, 2, 4, 6]
