@@ -96,14 +96,18 @@ def main() -> None:
         log_every_n_steps=10,
         enable_model_summary=False,
     )
-    print(f"logging to {logger.log_dir}; watch it live with:\n  tensorboard --logdir {args.logdir} "
-          "--samples_per_plugin images=100")
+    print(
+        f"logging to {logger.log_dir}; watch it live with:\n  tensorboard --logdir {args.logdir} "
+        "--samples_per_plugin images=100"
+    )
     start = time.perf_counter()
     model = ShapesNet(args.kernel, args.stride, args.lr)
     trainer.fit(model, train, val)
     (result,) = trainer.test(model, test, verbose=False)
-    print(f"trained in {time.perf_counter() - start:.0f} s; test accuracy {result['test/accuracy']:.3f} "
-          f"(chance 1/6 = 0.167)")
+    print(
+        f"trained in {time.perf_counter() - start:.0f} s; test accuracy {result['test/accuracy']:.3f} "
+        f"(chance 1/6 = 0.167)"
+    )
     print(f"see it with:\n  tensorboard --logdir {args.logdir} --samples_per_plugin images=100")
 
 

@@ -84,7 +84,7 @@ def _class_names(dataset: Any) -> list[str] | None:
 def _balanced(order: list[int], labels: Sequence[int], size: int) -> list[int]:
     """Take ``size`` indices from ``order`` round-robin over classes, each class in ``order``'s order."""
     queues: dict[int, list[int]] = {}
-    for index, label in zip(order, labels):
+    for index, label in zip(order, labels, strict=True):
         queues.setdefault(int(label), []).append(index)
     chosen: list[int] = []
     while len(chosen) < size and any(queues.values()):

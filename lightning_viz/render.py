@@ -1,20 +1,19 @@
 """Tensors to pictures: colormaps, overlays and captioned tile panels, as uint8 arrays TensorBoard shows as is.
 
-One matplotlib figure per panel, drawn at its exact pixel size with the Agg backend (no window, no pyplot
-state): the tiles are pasted as one image and only the captions are drawn as text, which keeps a 48-tile panel
-at a few tens of milliseconds.
+Tiles are resized in one batched call and pasted into one canvas; captions are drawn with Pillow in matplotlib's
+own DejaVu Sans. (Drawing 50 captions through a matplotlib figure took 0.5 s a panel; this takes a few ms.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from matplotlib import colormaps, font_manager
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 __all__ = ["colorize", "overlay", "tile_panel"]
@@ -49,8 +48,9 @@ def overlay(images: Tensor, maps: Tensor, alpha: float = 0.5, cmap: str = "jet")
         Tensor of shape (N, 3, H, W), values in [0, 1].
     """
     if images.dim() != 4 or images.shape[1] not in (1, 3) or images.shape[-2:] != maps.shape[-2:]:
-        raise ValueError(f"images (N, 3, H, W) and maps (N, H, W) must match, got {tuple(images.shape)}, "
-                         f"{tuple(maps.shape)}")
+        raise ValueError(
+            f"images (N, 3, H, W) and maps (N, H, W) must match, got {tuple(images.shape)}, {tuple(maps.shape)}"
+        )
     rgb = images.detach().float().cpu().expand(-1, 3, -1, -1)
     return ((1 - alpha) * rgb + alpha * colorize(maps, cmap)).clamp(0, 1)
 
@@ -107,7 +107,7 @@ def tile_panel(
     height = title_h + rows * (caption_h + tile_h + cell_gap) + cell_gap
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)
     texts: list[tuple[int, int, str]] = []
-    for i, (cell, cell_captions) in enumerate(zip(tiles, captions)):
+    for i, (cell, cell_captions) in enumerate(zip(tiles, captions, strict=True)):
         row, col = divmod(i, columns)
         y = title_h + cell_gap + row * (caption_h + tile_h + cell_gap) + caption_h
         for j, tile in enumerate(cell):
@@ -115,13 +115,16 @@ def tile_panel(
             canvas[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
             if j < len(cell_captions):
                 texts.append((x, y - 3, cell_captions[j]))
-    dpi = 100
-    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    fig.figimage(canvas, origin="upper")
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
     for x, y, text in texts:
-        fig.text(x / width, 1 - y / height, text, fontsize=7.5, va="bottom", ha="left", family="DejaVu Sans")
+        draw.multiline_text((x, y), text, fill=(0, 0, 0), font=_font(11), anchor="ld", spacing=1)
     if title:
-        fig.text(cell_gap / width, 1 - 4 / height, title, fontsize=10, va="top", ha="left", weight="bold")
-    agg = FigureCanvasAgg(fig)
-    agg.draw()
-    return np.asarray(agg.buffer_rgba())[..., :3].copy()
+        draw.text((cell_gap, 5), title, fill=(0, 0, 0), font=_font(14, bold=True))
+    return np.asarray(image).copy()
+
+
+@lru_cache(maxsize=4)
+def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
+    path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal"))
+    return ImageFont.truetype(path, size)

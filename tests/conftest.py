@@ -8,7 +8,6 @@ import os
 from typing import Any
 
 import numpy as np
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -68,8 +67,9 @@ class Classifier(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
 
 
-def random_loader(n: int = 64, classes: int = 4, size: int = 16, batch_size: int = 8, seed: int = 0,
-                  shuffle: bool = True) -> DataLoader:
+def random_loader(
+    n: int = 64, classes: int = 4, size: int = 16, batch_size: int = 8, seed: int = 0, shuffle: bool = True
+) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, size, size, generator=g)
     y = torch.arange(n) % classes

@@ -17,14 +17,25 @@ def main(out: Path) -> None:
     seed_everything(0)
     monitor = GradCAMMonitor(every_n_steps=2, early_steps=())
     trainer = Trainer(
-        strategy="ddp", accelerator="cpu", devices=2, max_steps=6, logger=TensorBoardLogger(str(out), name="ddp"),
-        callbacks=[monitor], enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        strategy="ddp",
+        accelerator="cpu",
+        devices=2,
+        max_steps=6,
+        logger=TensorBoardLogger(str(out), name="ddp"),
+        callbacks=[monitor],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
         log_every_n_steps=1,
     )
     trainer.fit(Classifier(AwkwardNet()), random_loader(n=64), random_loader(n=32, seed=1, shuffle=False))
     rank = trainer.global_rank
-    report = {"rank": rank, "last_step": monitor.state_dict()["last_step"], "global_step": trainer.global_step,
-              "log_dir": trainer.logger.log_dir if rank == 0 else None}
+    report = {
+        "rank": rank,
+        "last_step": monitor.state_dict()["last_step"],
+        "global_step": trainer.global_step,
+        "log_dir": trainer.logger.log_dir if rank == 0 else None,
+    }
     (out / f"rank{rank}.json").write_text(json.dumps(report))
 
 

@@ -15,8 +15,9 @@ HERE = Path(__file__).parent
 
 def test_only_rank_zero_probes_and_nothing_hangs(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(HERE), "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, str(HERE / "ddp_fit.py"), str(tmp_path)], env=env, timeout=300,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(HERE / "ddp_fit.py"), str(tmp_path)], env=env, timeout=300, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = json.loads((tmp_path / "rank0.json").read_text())
     rank1 = json.loads((tmp_path / "rank1.json").read_text())

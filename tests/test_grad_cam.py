@@ -75,8 +75,9 @@ def test_default_target_is_predicted_class() -> None:
     torch.manual_seed(0)
     model = ConvGapLinear().eval()
     images = torch.randn(3, 3, 20, 20)
-    torch.testing.assert_close(grad_cam(model, images, "features"),
-                               grad_cam(model, images, "features", model(images).argmax(1)))
+    torch.testing.assert_close(
+        grad_cam(model, images, "features"), grad_cam(model, images, "features", model(images).argmax(1))
+    )
 
 
 def test_grad_cam_leaves_no_grad_and_no_hooks() -> None:
@@ -105,8 +106,11 @@ def test_grad_cam_runs_under_inference_mode_when_isolated() -> None:
 
 @pytest.mark.parametrize(
     ("builder", "expected"),
-    [(torchvision.models.resnet18, "layer4"), (torchvision.models.vgg11, "features.19"),
-     (torchvision.models.alexnet, "features.11")],
+    [
+        (torchvision.models.resnet18, "layer4"),
+        (torchvision.models.vgg11, "features.19"),
+        (torchvision.models.alexnet, "features.11"),
+    ],
 )
 def test_default_cam_layer(builder, expected: str) -> None:  # type: ignore[no-untyped-def]
     model = builder(weights=None, num_classes=10).eval()

@@ -53,7 +53,7 @@ def _assert_same_training(a: tuple[Classifier, Trainer], b: tuple[Classifier, Tr
     assert state_a.keys() == state_b.keys()
     for key in state_a:  # weights and buffers: BatchNorm running stats and num_batches_tracked included
         assert torch.equal(state_a[key], state_b[key]), key
-    for (name, p_a), p_b in zip(model_a.named_parameters(), model_b.parameters()):
+    for (name, p_a), p_b in zip(model_a.named_parameters(), model_b.parameters(), strict=True):
         assert p_a.grad is not None and torch.equal(p_a.grad, p_b.grad), name  # training's last gradients
     opt_a, opt_b = trainer_a.optimizers[0].state_dict(), trainer_b.optimizers[0].state_dict()
     for key in opt_a["state"]:
@@ -198,8 +198,12 @@ def test_state_dict_round_trip_and_resume_keeps_the_probe(tmp_path: Path) -> Non
     seed_everything(0)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     trainer = _trainer(tmp_path / "second", [resumed, checkpoint], max_steps=15, enable_checkpointing=True)
-    trainer.fit(Classifier(AwkwardNet()), random_loader(n=96), random_loader(n=32, seed=1, shuffle=False),
-                ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    trainer.fit(
+        Classifier(AwkwardNet()),
+        random_loader(n=96),
+        random_loader(n=32, seed=1, shuffle=False),
+        ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
+    )
     assert resumed.probe is not None and torch.equal(resumed.probe.images, monitor.probe.images)
     steps = [e.step for e in read_events(trainer.logger.log_dir).Images("gradcam/net.conv3")]
     assert steps == [15]  # no repeat of step 10, no step-0 probe on resume

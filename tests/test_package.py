@@ -33,8 +33,14 @@ def test_methods_and_data_are_pure_torch() -> None:
     files = [*PACKAGE.glob("methods/*.py"), *PACKAGE.glob("diagnostics/*.py"), PACKAGE / "data.py"]
     assert len(files) >= 4
     for path in files:
-        forbidden = _imports(path) & {"pytorch_lightning", "lightning", "lightning_fabric", "tensorboard",
-                                      "matplotlib", "tensorboardX"}
+        forbidden = _imports(path) & {
+            "pytorch_lightning",
+            "lightning",
+            "lightning_fabric",
+            "tensorboard",
+            "matplotlib",
+            "tensorboardX",
+        }
         assert not forbidden, f"{path.name} imports {forbidden}"
 
 

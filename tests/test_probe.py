@@ -1,10 +1,10 @@
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset
 from torchvision import transforms
 
-import pytest
 from lightning_viz import ProbeBatch
 from lightning_viz.data import Shapes
 
@@ -70,8 +70,7 @@ def test_dict_batches_and_user_given_normalisation() -> None:
             return 30
 
         def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-            return {"image": torch.full((1, 6, 6), float(i)), "label": torch.tensor(i % 3),
-                    "mask": torch.ones(1, 6, 6)}
+            return {"image": torch.full((1, 6, 6), float(i)), "label": torch.tensor(i % 3), "mask": torch.ones(1, 6, 6)}
 
     probe = ProbeBatch.from_dataloader(DataLoader(Dicts(), batch_size=4), size=6, mean=[0.0], std=[0.01])
     assert probe.images.shape == (6, 1, 6, 6) and probe.masks is not None and probe.masks.shape == (6, 6, 6)

@@ -18,9 +18,9 @@ from typing import Any, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 from typing_extensions import override
 
@@ -106,7 +106,7 @@ class ProbeMonitor(Callback):
         if isinstance(layers, (str, nn.Module)):
             layers = [layers]
         if layers is not None and (not layers or not all(isinstance(x, (str, nn.Module)) for x in layers)):
-            raise ValueError(f"layers must be None, a layer name or module, or a non-empty list of them, got {layers!r}")
+            raise ValueError(f"layers must be None, a layer name or module, or a non-empty list, got {layers!r}")
         self.probe = probe
         self.probe_size = probe_size
         self.every_n_steps = every_n_steps
@@ -141,7 +141,7 @@ class ProbeMonitor(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._writer = tensorboard_writer(trainer)
-        if stage == "fit" and self._writer is None and not trainer.fast_dev_run:
+        if stage == "fit" and self._writer is None and not getattr(trainer, "fast_dev_run", False):
             raise MisconfigurationException(
                 f"{type(self).__name__} logs to TensorBoard, but trainer.loggers has no TensorBoardLogger "
                 f"(found {[type(x).__name__ for x in trainer.loggers] or 'none'}): "

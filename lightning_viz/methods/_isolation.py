@@ -31,7 +31,7 @@ __all__ = ["isolated", "rng_state", "set_rng_state"]
 def rng_state() -> dict[str, Any]:
     """Return the states of the torch (CPU and initialised CUDA devices), numpy and python generators."""
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         state["cuda"] = torch.cuda.get_rng_state_all()
     try:
         import numpy
@@ -78,7 +78,7 @@ def isolated(model: nn.Module) -> Iterator[nn.Module]:
     """
     modules = list(model.modules())
     training = [m.training for m in modules]
-    inplace = [(m, m.inplace) for m in modules if isinstance(getattr(m, "inplace", None), bool)]
+    inplace = [(m, flag) for m in modules if isinstance(flag := getattr(m, "inplace", None), bool)]
     params = list(model.parameters())
     requires_grad = [p.requires_grad for p in params]
     generators = rng_state()
@@ -92,10 +92,10 @@ def isolated(model: nn.Module) -> Iterator[nn.Module]:
                 stack.enter_context(set_stance("force_eager"))
             yield model
     finally:
-        for module, flag in zip(modules, training):
+        for module, flag in zip(modules, training, strict=True):
             module.training = flag
         for module, flag in inplace:
-            module.inplace = flag  # type: ignore[assignment]
-        for param, flag in zip(params, requires_grad):
+            setattr(module, "inplace", flag)  # noqa: B010 (the attribute is typed as a module attribute)
+        for param, flag in zip(params, requires_grad, strict=True):
             param.requires_grad_(flag)
         set_rng_state(generators)

@@ -20,9 +20,7 @@ __all__ = ["conv_layer_names", "default_cam_layer", "layer_name", "named_layers"
 
 # Pooling halves the resolution Grad-CAM can show (and VGG's AdaptiveAvgPool2d(7) at a 64 px input blows a 2x2
 # map up to 7x7), so the map is taken before it; Dropout and Identity outputs are not feature maps of their own.
-_POOLING = (
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d, nn.FractionalMaxPool2d
-)
+_POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d, nn.FractionalMaxPool2d)
 _NOT_FEATURE_MAPS = (*_POOLING, nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten)
 
 

@@ -22,7 +22,7 @@ __all__ = ["grad_cam", "grad_cam_maps", "normalize_maps"]
 
 
 def normalize_maps(maps: Tensor) -> Tensor:
-    """Min-max normalise each map of a (N, H, W) tensor to [0, 1]; a constant map becomes zeros. Returns a new tensor."""
+    """Min-max normalise each map of a (N, H, W) tensor to [0, 1] (a constant map becomes zeros), as a new tensor."""
     flat = maps.flatten(1)
     low = flat.min(dim=1).values[:, None, None]
     span = (flat.max(dim=1).values[:, None, None] - low).clamp_min(torch.finfo(maps.dtype).tiny)
@@ -82,7 +82,7 @@ def grad_cam_maps(
         classes = _as_targets(target, logits)
         score = logits.gather(1, classes[:, None]).sum()
         grads = torch.autograd.grad(score, [acts[n] for n in names], retain_graph=i < len(targets) - 1)
-        for name, grad in zip(names, grads):
+        for name, grad in zip(names, grads, strict=True):
             act = acts[name].detach().float()
             weights = grad.float().mean(dim=(2, 3), keepdim=True)
             cam = F.relu((weights * act).sum(dim=1, keepdim=True))
