@@ -71,9 +71,10 @@ def _to_tiles(images: Sequence[Tensor], size: int) -> np.ndarray:
 def tile_panel(
     cells: Sequence[Sequence[Tensor]],
     captions: Sequence[Sequence[str]],
-    columns: int = 4,
+    columns: int | None = None,
     tile_size: int = 128,
     title: str | None = None,
+    max_width: int = 1280,
 ) -> np.ndarray:
     """Lay out cells of tiles in a grid, each tile with a caption above it.
 
@@ -84,9 +85,11 @@ def tile_panel(
         cells: per cell, its tiles, each Tensor of shape (3, H, W) or (1, H, W) with values in [0, 1]; all tiles
             share one aspect ratio.
         captions: per cell, one caption per tile (may contain one newline).
-        columns: cells per row.
+        columns: cells per row; None: as many as fit in ``max_width``.
         tile_size: displayed tile width in pixels.
         title: optional line above the whole panel.
+        max_width: width in pixels that ``columns=None`` fills. TensorBoard's Images tab with "Show actual image
+            size" ticked shows about 1,300 px beside its sidebar in a 1,700 px wide window.
 
     Returns:
         Array of shape (H, W, 3), uint8, ready for ``SummaryWriter.add_image(..., dataformats="HWC")``.
@@ -100,9 +103,11 @@ def tile_panel(
     tile_h = flat.shape[1]
     gap, cell_gap, caption_h = 2, 12, 28
     title_h = 24 if title else 0
+    cell_w = per_cell * tile_size + (per_cell - 1) * gap
+    if columns is None:
+        columns = (max_width - cell_gap) // (cell_w + cell_gap)
     columns = max(1, min(columns, len(cells)))
     rows = -(-len(cells) // columns)
-    cell_w = per_cell * tile_size + (per_cell - 1) * gap
     width = columns * cell_w + (columns + 1) * cell_gap
     height = title_h + rows * (caption_h + tile_h + cell_gap) + cell_gap
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)

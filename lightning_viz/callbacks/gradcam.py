@@ -29,7 +29,7 @@ class GradCAMMonitor(ProbeMonitor):
         layers: layers to explain, by dotted name or module; None: the last convolutional feature map.
         alpha: heatmap weight in the overlay.
         cmap: matplotlib colormap of the heatmap.
-        columns: probe images per row of the panel.
+        columns: probe images per row of the panel; None: as many as fit in 1,280 px.
         **kwargs: probe, cadence and error options of :class:`~lightning_viz.callbacks.ProbeMonitor`
             (``probe``, ``probe_size``, ``every_n_steps``, ``every_n_epochs``, ``early_steps``, ``on_error``,
             ``seed``).
@@ -46,7 +46,7 @@ class GradCAMMonitor(ProbeMonitor):
         layers: str | nn.Module | list[str | nn.Module] | None = None,
         alpha: float = 0.5,
         cmap: str = "jet",
-        columns: int = 4,
+        columns: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(layers=layers, **kwargs)
@@ -54,6 +54,8 @@ class GradCAMMonitor(ProbeMonitor):
             raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
         from matplotlib import colormaps
 
+        if columns is not None and (not isinstance(columns, int) or columns <= 0):
+            raise ValueError(f"columns must be a positive int or None, got {columns!r}")
         if cmap not in colormaps:
             raise ValueError(f"unknown matplotlib colormap {cmap!r}")
         self.alpha = alpha
