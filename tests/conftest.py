@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pytorch_lightning import LightningModule
+from pytorch_lightning import Callback, LightningModule, Trainer, seed_everything
+from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -87,6 +89,52 @@ def read_events(logdir: str) -> EventAccumulator:
 def decode_image(event: Any) -> np.ndarray:
     """An image event from EventAccumulator.Images as an (H, W, 3) uint8 array."""
     return np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
+
+
+def make_trainer(tmp_path: Path, callbacks: list[Callback], max_steps: int = 30, **kwargs: Any) -> Trainer:
+    options: dict[str, Any] = dict(
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(str(tmp_path), name="run"),
+        callbacks=callbacks,
+        deterministic=True,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        val_check_interval=10,
+    )
+    options.update(kwargs)
+    return Trainer(**options)
+
+
+def fit_classifier(tmp_path: Path, callbacks: list[Callback], **kwargs: Any) -> tuple[Classifier, Trainer]:
+    seed_everything(0)
+    model = Classifier(AwkwardNet())
+    trainer = make_trainer(tmp_path, callbacks, **kwargs)
+    trainer.fit(model, random_loader(n=96), random_loader(n=32, seed=1, shuffle=False))
+    return model, trainer
+
+
+def train_losses(trainer: Trainer) -> list[tuple[int, float]]:
+    assert trainer.logger is not None and trainer.logger.log_dir is not None
+    return [(e.step, e.value) for e in read_events(trainer.logger.log_dir).Scalars("train_loss")]
+
+
+def assert_same_training(a: tuple[Classifier, Trainer], b: tuple[Classifier, Trainer]) -> None:
+    (model_a, trainer_a), (model_b, trainer_b) = a, b
+    state_a, state_b = model_a.state_dict(), model_b.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:  # weights and buffers: BatchNorm running stats and num_batches_tracked included
+        assert torch.equal(state_a[key], state_b[key]), key
+    for (name, p_a), p_b in zip(model_a.named_parameters(), model_b.parameters(), strict=True):
+        assert p_a.grad is not None and torch.equal(p_a.grad, p_b.grad), name  # training's last gradients
+    opt_a, opt_b = trainer_a.optimizers[0].state_dict(), trainer_b.optimizers[0].state_dict()
+    for key in opt_a["state"]:
+        assert torch.equal(opt_a["state"][key]["momentum_buffer"], opt_b["state"][key]["momentum_buffer"])
+    assert train_losses(trainer_a) == train_losses(trainer_b)
+    assert all(not m._forward_hooks and not m._backward_hooks for m in model_a.modules())
 
 
 @pytest.fixture

@@ -8,65 +8,27 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import AwkwardNet, Classifier, decode_image, random_loader, read_events
+from conftest import (
+    AwkwardNet,
+    Classifier,
+    assert_same_training,
+    decode_image,
+    fit_classifier,
+    make_trainer,
+    random_loader,
+    read_events,
+)
 from pytorch_lightning import Callback, Trainer, seed_everything
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_viz import GradCAMMonitor
 
 
-def _trainer(tmp_path: Path, callbacks: list[Callback], max_steps: int = 30, **kwargs: Any) -> Trainer:
-    options: dict[str, Any] = dict(
-        max_steps=max_steps,
-        accelerator="cpu",
-        devices=1,
-        logger=TensorBoardLogger(str(tmp_path), name="run"),
-        callbacks=callbacks,
-        deterministic=True,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-        val_check_interval=10,
-    )
-    options.update(kwargs)
-    return Trainer(**options)
-
-
-def _fit(tmp_path: Path, callbacks: list[Callback], **kwargs: Any) -> tuple[Classifier, Trainer]:
-    seed_everything(0)
-    model = Classifier(AwkwardNet())
-    trainer = _trainer(tmp_path, callbacks, **kwargs)
-    trainer.fit(model, random_loader(n=96), random_loader(n=32, seed=1, shuffle=False))
-    return model, trainer
-
-
-def _losses(trainer: Trainer) -> list[tuple[int, float]]:
-    assert trainer.logger is not None and trainer.logger.log_dir is not None
-    return [(e.step, e.value) for e in read_events(trainer.logger.log_dir).Scalars("train_loss")]
-
-
-def _assert_same_training(a: tuple[Classifier, Trainer], b: tuple[Classifier, Trainer]) -> None:
-    (model_a, trainer_a), (model_b, trainer_b) = a, b
-    state_a, state_b = model_a.state_dict(), model_b.state_dict()
-    assert state_a.keys() == state_b.keys()
-    for key in state_a:  # weights and buffers: BatchNorm running stats and num_batches_tracked included
-        assert torch.equal(state_a[key], state_b[key]), key
-    for (name, p_a), p_b in zip(model_a.named_parameters(), model_b.parameters(), strict=True):
-        assert p_a.grad is not None and torch.equal(p_a.grad, p_b.grad), name  # training's last gradients
-    opt_a, opt_b = trainer_a.optimizers[0].state_dict(), trainer_b.optimizers[0].state_dict()
-    for key in opt_a["state"]:
-        assert torch.equal(opt_a["state"][key]["momentum_buffer"], opt_b["state"][key]["momentum_buffer"])
-    assert _losses(trainer_a) == _losses(trainer_b)
-    assert all(not m._forward_hooks and not m._backward_hooks for m in model_a.modules())
-
-
 def test_training_is_bit_identical_with_monitor(tmp_path: Path) -> None:
-    baseline = _fit(tmp_path / "without", [])
+    baseline = fit_classifier(tmp_path / "without", [])
     monitor = GradCAMMonitor(every_n_steps=5)
-    with_monitor = _fit(tmp_path / "with", [monitor])
-    _assert_same_training(with_monitor, baseline)
+    with_monitor = fit_classifier(tmp_path / "with", [monitor])
+    assert_same_training(with_monitor, baseline)
     assert monitor.layer_names == ["net.conv3"]
     steps = [e.step for e in read_events(with_monitor[1].logger.log_dir).Images("gradcam/net.conv3")]
     assert steps == [0, 5, 10, 15, 20, 25, 30]  # early steps 5, 10, 25 coincide with the cadence
@@ -83,10 +45,10 @@ class _LeakyProbe(Callback):
 
 def test_bit_identity_check_catches_a_leaky_probe(tmp_path: Path) -> None:
     """Negative control: the comparison above does fail for a visualization with side effects."""
-    baseline = _fit(tmp_path / "without", [])
-    leaky = _fit(tmp_path / "leaky", [_LeakyProbe()])
+    baseline = fit_classifier(tmp_path / "without", [])
+    leaky = fit_classifier(tmp_path / "leaky", [_LeakyProbe()])
     with pytest.raises(AssertionError):
-        _assert_same_training(leaky, baseline)
+        assert_same_training(leaky, baseline)
 
 
 def test_images_are_logged_flushed_and_not_blank(tmp_path: Path) -> None:
@@ -99,7 +61,7 @@ def test_images_are_logged_flushed_and_not_blank(tmp_path: Path) -> None:
                 seen.append((trainer.global_step, [e.step for e in events.Images("gradcam/net.conv3")]))
 
     monitor = GradCAMMonitor(every_n_steps=4, early_steps=())
-    _, trainer = _fit(tmp_path, [monitor, LiveReader()], max_steps=9)
+    _, trainer = fit_classifier(tmp_path, [monitor, LiveReader()], max_steps=9)
     assert seen == [(4, [0, 4]), (8, [0, 4, 8])]
     events = read_events(trainer.logger.log_dir)
     assert {"viz/overhead_ms/GradCAMMonitor", "gradcam/probe_accuracy"} <= set(events.Tags()["scalars"])
@@ -110,14 +72,14 @@ def test_images_are_logged_flushed_and_not_blank(tmp_path: Path) -> None:
 
 def test_cadence_counts_optimizer_steps_under_accumulation(tmp_path: Path) -> None:
     monitor = GradCAMMonitor(every_n_steps=3, early_steps=(1,))
-    _, trainer = _fit(tmp_path, [monitor], max_steps=7, accumulate_grad_batches=2)
+    _, trainer = fit_classifier(tmp_path, [monitor], max_steps=7, accumulate_grad_batches=2)
     steps = [e.step for e in read_events(trainer.logger.log_dir).Images("gradcam/net.conv3")]
     assert steps == [0, 1, 3, 6]
 
 
 def test_epoch_cadence(tmp_path: Path) -> None:
     monitor = GradCAMMonitor(every_n_steps=None, every_n_epochs=2, early_steps=())
-    _, trainer = _fit(tmp_path, [monitor], max_steps=-1, max_epochs=4, val_check_interval=None)
+    _, trainer = fit_classifier(tmp_path, [monitor], max_steps=-1, max_epochs=4, val_check_interval=None)
     steps = [e.step for e in read_events(trainer.logger.log_dir).Images("gradcam/net.conv3")]
     assert steps == [0, 24, 48]  # 12 batches per epoch; probes after epochs 2 and 4
 
@@ -139,18 +101,18 @@ class ProbeAtValidationEnd(Callback):
 def test_probe_from_validation_hooks(tmp_path: Path) -> None:
     monitor = GradCAMMonitor(every_n_steps=None, early_steps=())
     hook = ProbeAtValidationEnd(monitor)
-    baseline = _fit(tmp_path / "without", [])
-    run = _fit(tmp_path / "with", [monitor, hook])
+    baseline = fit_classifier(tmp_path / "without", [])
+    run = fit_classifier(tmp_path / "with", [monitor, hook])
     assert hook.modes and set(hook.modes) == {(False, False)}, "validation during fit runs under no_grad"
     steps = [e.step for e in read_events(run[1].logger.log_dir).Images("gradcam/net.conv3")]
     assert hook.steps[0] == 0 and len(hook.steps) >= 3  # the sanity check at step 0, then validations
     assert steps == sorted(set(hook.steps))  # the sanity check probes nothing; step 0 is the train-start probe
-    _assert_same_training(run, baseline)
+    assert_same_training(run, baseline)
 
     # trainer.validate runs its hooks under torch.inference_mode
     again = GradCAMMonitor(probe=monitor.probe, layers="net.conv3")
     hook = ProbeAtValidationEnd(again)
-    trainer = _trainer(tmp_path / "validate", [again, hook])
+    trainer = make_trainer(tmp_path / "validate", [again, hook])
     trainer.validate(run[0], random_loader(n=32, seed=1, shuffle=False), verbose=False)
     assert hook.modes == [(True, False)]
     events = read_events(trainer.logger.log_dir)
@@ -161,7 +123,7 @@ def test_probe_from_validation_hooks(tmp_path: Path) -> None:
 def test_failing_probe_warns_once_and_training_continues(tmp_path: Path) -> None:
     monitor = GradCAMMonitor(layers="net.fc", every_n_steps=2)  # a linear layer: no feature map to explain
     with pytest.warns(UserWarning, match=r"probe at step 0 failed .*4-D") as record:
-        _, trainer = _fit(tmp_path, [monitor], max_steps=6)
+        _, trainer = fit_classifier(tmp_path, [monitor], max_steps=6)
     assert sum("GradCAMMonitor probe" in str(w.message) for w in record) == 1
     assert trainer.global_step == 6
 
@@ -169,12 +131,12 @@ def test_failing_probe_warns_once_and_training_continues(tmp_path: Path) -> None
 def test_on_error_raise_stops_training(tmp_path: Path) -> None:
     monitor = GradCAMMonitor(layers="net.fc", on_error="raise")
     with pytest.raises(ValueError, match="4-D"):
-        _fit(tmp_path, [monitor], max_steps=6)
+        fit_classifier(tmp_path, [monitor], max_steps=6)
 
 
 def test_fast_dev_run_probes_without_logging(tmp_path: Path) -> None:
     monitor = GradCAMMonitor()
-    _, trainer = _fit(tmp_path, [monitor], fast_dev_run=True)
+    _, trainer = fit_classifier(tmp_path, [monitor], fast_dev_run=True)
     assert trainer.global_step == 1 and monitor.layer_names == ["net.conv3"]
     assert monitor.state_dict()["last_step"] == 0
 
@@ -186,7 +148,7 @@ def test_fast_dev_run_probes_without_logging(tmp_path: Path) -> None:
 def test_state_dict_round_trip_and_resume_keeps_the_probe(tmp_path: Path) -> None:
     monitor = GradCAMMonitor(every_n_steps=5)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    _fit(tmp_path / "first", [monitor, checkpoint], max_steps=12, enable_checkpointing=True)  # one epoch
+    fit_classifier(tmp_path / "first", [monitor, checkpoint], max_steps=12, enable_checkpointing=True)  # one epoch
     state = copy.deepcopy(monitor.state_dict())
     assert monitor.probe is not None and state["probe"]["indices"] == monitor.probe.indices
 
@@ -197,7 +159,7 @@ def test_state_dict_round_trip_and_resume_keeps_the_probe(tmp_path: Path) -> Non
     resumed = GradCAMMonitor(every_n_steps=5, probe_size=8)  # a different size would draw a different probe
     seed_everything(0)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    trainer = _trainer(tmp_path / "second", [resumed, checkpoint], max_steps=15, enable_checkpointing=True)
+    trainer = make_trainer(tmp_path / "second", [resumed, checkpoint], max_steps=15, enable_checkpointing=True)
     trainer.fit(
         Classifier(AwkwardNet()),
         random_loader(n=96),

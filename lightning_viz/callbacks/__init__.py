@@ -1,6 +1,7 @@
 """Lightning callbacks: thin configuration over the pure functions in ``methods`` and ``render``."""
 
 from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor
+from lightning_viz.callbacks.deconvnet import DeconvNetMonitor
 from lightning_viz.callbacks.gradcam import GradCAMMonitor
 
-__all__ = ["GradCAMMonitor", "ProbeLogs", "ProbeMonitor"]
+__all__ = ["DeconvNetMonitor", "GradCAMMonitor", "ProbeLogs", "ProbeMonitor"]

@@ -1,15 +1,26 @@
 """Visualization methods as pure functions on any ``nn.Module``: no Lightning, no TensorBoard."""
 
 from lightning_viz.methods._isolation import isolated
-from lightning_viz.methods._layers import conv_layer_names, default_cam_layer, resolve_layer
+from lightning_viz.methods._layers import conv_layer_names, default_cam_layer, resolve_layer, stage_layers
+from lightning_viz.methods._relu_rules import RULES, Rule, relu_rule
+from lightning_viz.methods.deconvnet import TopUnits, deconvnet, project_units, receptive_fields, top_k_units
 from lightning_viz.methods.grad_cam import grad_cam, grad_cam_maps, normalize_maps
 
 __all__ = [
+    "RULES",
+    "Rule",
+    "TopUnits",
     "conv_layer_names",
+    "deconvnet",
     "default_cam_layer",
     "grad_cam",
     "grad_cam_maps",
     "isolated",
     "normalize_maps",
+    "project_units",
+    "receptive_fields",
+    "relu_rule",
     "resolve_layer",
+    "stage_layers",
+    "top_k_units",
 ]

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["capture_outputs", "forward_outputs"]
+__all__ = ["capture_outputs", "forward_outputs", "forward_until"]
 
 
 @contextmanager
@@ -67,3 +67,42 @@ def capture_outputs(layers: dict[str, nn.Module]) -> Iterator[dict[str, Tensor]]
 
     with _hooked(list(layers.values()), hook):
         yield outputs
+
+
+class _Captured(Exception):
+    """Raised by a hook to end a forward pass once every wanted layer has produced its output."""
+
+
+def forward_until(model: nn.Module, inputs: Tensor, layers: dict[str, nn.Module]) -> dict[str, Tensor]:
+    """Run ``model(inputs)`` only as far as needed: the pass stops once every layer in ``layers`` has produced
+    its output, so nothing after the deepest one is computed. Each layer's first call is the one kept.
+
+    Args:
+        model: the network.
+        inputs: its input batch.
+        layers: name -> module.
+
+    Returns:
+        name -> output tensor, as :func:`capture_outputs` (in-place ops after a layer do not change it).
+    """
+    outputs: dict[str, Tensor] = {}
+    by_id = {id(module): name for name, module in layers.items()}
+
+    def hook(module: nn.Module, args: Any, output: Any) -> Tensor:
+        name = by_id[id(module)]
+        if not isinstance(output, Tensor):
+            raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor")
+        outputs.setdefault(name, output)
+        if len(outputs) == len(layers):
+            raise _Captured
+        return output.clone()
+
+    try:
+        with _hooked(list(layers.values()), hook):
+            model(inputs)
+    except _Captured:
+        pass
+    missing = set(layers) - set(outputs)
+    if missing:
+        raise ValueError(f"the forward pass never called the layer(s) {sorted(missing)}")
+    return outputs

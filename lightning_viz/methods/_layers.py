@@ -8,6 +8,7 @@ in a model that holds compiled submodules.
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from collections.abc import Iterator
 
 import torch
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from lightning_viz.methods._hooks import forward_outputs
 
-__all__ = ["conv_layer_names", "default_cam_layer", "layer_name", "named_layers", "resolve_layer"]
+__all__ = ["conv_layer_names", "default_cam_layer", "layer_name", "named_layers", "resolve_layer", "stage_layers"]
 
 
 # Pooling halves the resolution Grad-CAM can show (and VGG's AdaptiveAvgPool2d(7) at a 64 px input blows a 2x2
@@ -89,6 +90,42 @@ def layer_name(model: nn.Module, layer: str | nn.Module) -> str:
     return resolve_layer(model, layer)[0]
 
 
+def _feature_maps(model: nn.Module, images: Tensor) -> list[tuple[str, tuple[int, int]]]:
+    """``(name, (H, W))`` of every module whose output is a convolutional feature map, in the order the calls
+    finish: 4-D outputs with more than one position, after the first convolution, skipping pooling layers, blocks
+    whose output is a pooling layer's output, Dropout and Identity, and modules called more than once (a ReLU
+    a block reuses has no single output to show)."""
+    if not conv_layer_names(model):
+        raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer: lightning_viz needs a convolutional network")
+    named = list(named_layers(model))
+    with torch.no_grad(), forward_outputs(model, named) as order:
+        model(images)
+    maps: list[tuple[str, tuple[int, int]]] = []
+    conv_seen = False
+    pooled: set[int] = set()  # ids of pooling outputs; `order` keeps the tensors alive, so ids stay unique
+    for name, module, output in order:
+        conv_seen = conv_seen or isinstance(module, nn.Conv2d)
+        if isinstance(module, _POOLING):
+            pooled.add(id(output))
+        if (
+            conv_seen
+            and isinstance(output, Tensor)
+            and output.dim() == 4
+            and output.shape[-1] * output.shape[-2] > 1
+            and not isinstance(module, _NOT_FEATURE_MAPS)
+            and id(output) not in pooled
+        ):
+            maps.append((name, (int(output.shape[-2]), int(output.shape[-1]))))
+    calls = Counter(name for name, _, _ in order)
+    maps = [(name, size) for name, size in maps if calls[name] == 1]
+    if not maps:
+        raise ValueError(
+            f"no convolutional feature map larger than 1x1 in {type(model).__name__} at input size "
+            f"{tuple(images.shape[-2:])}; pass layers=[...] explicitly, for example one of {conv_layer_names(model)}"
+        )
+    return maps
+
+
 def default_cam_layer(model: nn.Module, images: Tensor) -> str:
     """Choose the layer Grad-CAM should look at: the last convolutional feature map before global pooling.
 
@@ -108,30 +145,27 @@ def default_cam_layer(model: nn.Module, images: Tensor) -> str:
     Raises:
         ValueError: if the model has no convolution, or no convolutional feature map with more than one position.
     """
-    if not conv_layer_names(model):
-        raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer: lightning_viz needs a convolutional network")
-    named = list(named_layers(model))
-    with torch.no_grad(), forward_outputs(model, named) as order:
-        model(images)
-    chosen: str | None = None
-    conv_seen = False
-    pooled: set[int] = set()  # ids of pooling outputs; `order` keeps the tensors alive, so ids stay unique
-    for name, module, output in order:
-        conv_seen = conv_seen or isinstance(module, nn.Conv2d)
-        if isinstance(module, _POOLING):
-            pooled.add(id(output))
-        if (
-            conv_seen
-            and isinstance(output, Tensor)
-            and output.dim() == 4
-            and output.shape[-1] * output.shape[-2] > 1
-            and not isinstance(module, _NOT_FEATURE_MAPS)
-            and id(output) not in pooled
-        ):
-            chosen = name
-    if chosen is None:
-        raise ValueError(
-            f"no convolutional feature map larger than 1x1 in {type(model).__name__} at input size "
-            f"{tuple(images.shape[-2:])}; pass layers=[...] explicitly, for example one of {conv_layer_names(model)}"
-        )
-    return chosen
+    return _feature_maps(model, images)[-1][0]
+
+
+def stage_layers(model: nn.Module, images: Tensor, max_stages: int = 5) -> list[str]:
+    """Each convolutional stage's output: the last feature map at each resolution, the deepest ``max_stages``.
+
+    On a ResNet these are the stem's ReLU and ``layer1`` ... ``layer4``; on VGG and AlexNet the ReLU before each
+    max-pooling; on the ZF-style example net ``relu1``, ``relu2``, ``relu3``.
+
+    Args:
+        model: the network.
+        images: Tensor of shape (N, C, H, W), a batch the model accepts.
+        max_stages: how many stages at most, counted from the deepest.
+
+    Returns:
+        Layer names, shallowest first.
+    """
+    stages: list[tuple[str, tuple[int, int]]] = []
+    for name, size in _feature_maps(model, images):
+        if stages and stages[-1][1] == size:
+            stages[-1] = (name, size)
+        else:
+            stages.append((name, size))
+    return [name for name, _ in stages[-max_stages:]]

@@ -1,0 +1,48 @@
+"""How much a visualization changed between two probes: Spearman rank correlation, row by row.
+
+A feature that is still forming changes its projection from one probe to the next; a converged one does not
+(Zeiler & Fergus 2014, Fig. 4, watch features evolve over epochs). The rank correlation ignores the overall scale,
+which the backward pass changes as the weights grow.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["rank_correlation"]
+
+
+def _average_ranks(x: Tensor) -> Tensor:
+    """Ranks along the last dimension, ties given their average rank (as scipy.stats.rankdata)."""
+    order = x.argsort(dim=-1)
+    sorted_x = x.gather(-1, order)
+    ranks_sorted = torch.empty(x.shape, dtype=torch.float64, device=x.device)
+    for row in range(x.shape[0]):  # a handful of rows per probe
+        _, inverse, counts = torch.unique_consecutive(sorted_x[row], return_inverse=True, return_counts=True)
+        last = counts.cumsum(0).double()  # 1-based rank of each run's last element
+        ranks_sorted[row] = (last - (counts.double() - 1) / 2)[inverse]
+    ranks = torch.empty_like(ranks_sorted)
+    ranks.scatter_(-1, order, ranks_sorted)
+    return ranks
+
+
+def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
+    """Spearman rank correlation between matching rows of ``a`` and ``b``.
+
+    Args:
+        a: Tensor of shape (M, D).
+        b: Tensor of shape (M, D).
+
+    Returns:
+        Tensor of shape (M,), float64, values in [-1, 1]; 0 for a row in which either input is constant.
+    """
+    if a.shape != b.shape or a.dim() != 2:
+        raise ValueError(f"a and b must both have shape (M, D), got {tuple(a.shape)} and {tuple(b.shape)}")
+    ra, rb = _average_ranks(a.detach().double()), _average_ranks(b.detach().double())
+    ra = ra - ra.mean(dim=1, keepdim=True)
+    rb = rb - rb.mean(dim=1, keepdim=True)
+    denominator = (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-300)
+    corr = (ra * rb).sum(dim=1) / denominator
+    constant = (ra.norm(dim=1) == 0) | (rb.norm(dim=1) == 0)
+    return torch.where(constant, torch.zeros_like(corr), corr)
