@@ -112,5 +112,5 @@ def _max_as_average(
     return_indices: bool = False,
 ) -> Any:
     if dilation not in (1, (1, 1)) or return_indices:
-        return F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+        return F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)  # type: ignore[call-overload]
     return F.avg_pool2d(x, kernel_size, stride or kernel_size, padding, ceil_mode, count_include_pad=True)
