@@ -40,9 +40,13 @@ def _crop(images: Tensor, boxes: Tensor, fill: float) -> Tensor:
 
 
 def _display(projections: Tensor) -> Tensor:
-    """Signed projections for display, each on its own scale: zero is mid-grey (ZF Fig. 2)."""
-    peak = projections.flatten(1).abs().amax(dim=1).clamp_min(1e-12)[:, None, None, None]
-    return (0.5 + 0.5 * projections / peak).clamp(0, 1)
+    """Signed projections for display, each on its own scale, zero at mid-grey (ZF Fig. 2). The scale is the
+    99th percentile of |p| rather than its maximum, so that one extreme pixel does not leave the rest grey, and no
+    less than a tenth of the maximum, so that a sparse projection is not blown up."""
+    magnitude = projections.flatten(1).abs()
+    scale = torch.maximum(torch.quantile(magnitude, 0.99, dim=1), 0.1 * magnitude.amax(dim=1))
+    scale = scale.clamp_min(1e-12)[:, None, None, None]
+    return (0.5 + 0.5 * projections / scale).clamp(0, 1)
 
 
 class DeconvNetMonitor(ProbeMonitor):
