@@ -82,13 +82,14 @@ def _class_names(dataset: Any) -> list[str] | None:
 
 
 def _balanced(order: list[int], labels: Sequence[int], size: int) -> list[int]:
-    """Take ``size`` indices from ``order`` round-robin over classes, each class in ``order``'s order."""
-    queues: dict[int, list[int]] = {}
+    """Take ``size`` indices from ``order`` round-robin over classes, classes and their members both in ``order``'s
+    order (so with fewer images than classes, the seed picks which classes appear)."""
+    queues: dict[int, list[int]] = {}  # insertion order: first appearance in the seeded order
     for index, label in zip(order, labels, strict=True):
         queues.setdefault(int(label), []).append(index)
     chosen: list[int] = []
     while len(chosen) < size and any(queues.values()):
-        for label in sorted(queues):
+        for label in queues:
             if queues[label] and len(chosen) < size:
                 chosen.append(queues[label].pop(0))
     return chosen
@@ -155,16 +156,20 @@ class ProbeBatch:
     def display_images(self) -> Tensor:
         """The images for display: Tensor of shape (N, C, H, W), values in [0, 1], float32, on the CPU.
 
-        The normalisation is undone when mean and std are known; otherwise each image is min-max scaled.
+        The normalisation is undone when mean and std are known; otherwise each image is min-max scaled. Images
+        with other than 1 or 3 channels are shown by their first channel (2 channels) or first three (4 or more).
         """
         images = self.images.detach().float().cpu()
         if self.mean is not None and self.std is not None:
             mean = torch.tensor(self.mean)[None, :, None, None]
             std = torch.tensor(self.std)[None, :, None, None]
-            return (images * std + mean).clamp(0.0, 1.0)
-        flat = images.flatten(1)
-        low, high = flat.min(1).values, flat.max(1).values
-        return (images - low[:, None, None, None]) / (high - low).clamp_min(1e-12)[:, None, None, None]
+            images = (images * std + mean).clamp(0.0, 1.0)
+        else:
+            flat = images.flatten(1)
+            low, high = flat.min(1).values, flat.max(1).values
+            images = (images - low[:, None, None, None]) / (high - low).clamp_min(1e-12)[:, None, None, None]
+        channels = images.shape[1]
+        return images if channels in (1, 3) else images[:, :1] if channels == 2 else images[:, :3]
 
     def class_name(self, index: int) -> str:
         """The name of class ``index``, or the index itself when names are unknown."""

@@ -177,3 +177,11 @@ def test_bad_arguments() -> None:
         deconvnet(model, torch.randn(1, 3, 16, 16), "conv3")
     with pytest.raises(ValueError, match=r"unit must give \(channel, y, x\) for each of the 2 images"):
         deconvnet(model, torch.randn(2, 3, 16, 16), "conv3", unit=torch.zeros(3, 3))
+
+
+def test_receptive_fields_through_relu6_and_batchnorm_without_bias() -> None:
+    """MobileNetV2: conv (no bias) -> BatchNorm -> ReLU6. The linearized pass must not die at ReLU6's zero input."""
+    model = torchvision.models.mobilenet_v2(weights=None).eval()
+    boxes = receptive_fields(model, (3, 64, 64), "features.3", torch.tensor([[8, 8], [0, 0]]))
+    (y0, y1, x0, x1), corner = boxes.tolist()
+    assert 0 < y0 < 32 < y1 < 64 and 0 < x0 < 32 < x1 < 64 and corner[0] == corner[2] == 0

@@ -65,3 +65,15 @@ def test_border_patches_are_padded_in_place() -> None:
 def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         DeconvNetMonitor(**kwargs)  # type: ignore[arg-type]
+
+
+def test_two_monitors_of_one_class_can_coexist(tmp_path: Path) -> None:
+    monitors = [DeconvNetMonitor(rule="deconvnet", top_k=2), DeconvNetMonitor(rule="guided", top_k=2)]
+    assert monitors[0].state_key != monitors[1].state_key
+    _, trainer = fit_classifier(tmp_path, monitors, max_steps=2)  # Lightning refuses equal state keys
+    assert trainer.global_step == 2
+
+
+def test_square_boxes_centre_a_field_larger_than_the_image() -> None:
+    boxes = _square_boxes(torch.tensor([[0, 4, 0, 4]]), size=8, height=4, width=4)
+    assert boxes.tolist() == [[-2, 6, -2, 6]]

@@ -156,14 +156,14 @@ def test_state_dict_round_trip_and_resume_keeps_the_probe(tmp_path: Path) -> Non
     restored.load_state_dict(state)
     assert restored.probe is not None and torch.equal(restored.probe.images, monitor.probe.images)
 
-    resumed = GradCAMMonitor(every_n_steps=5, probe_size=8)  # a different size would draw a different probe
+    resumed = GradCAMMonitor(every_n_steps=5)
     seed_everything(0)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     trainer = make_trainer(tmp_path / "second", [resumed, checkpoint], max_steps=15, enable_checkpointing=True)
     trainer.fit(
         Classifier(AwkwardNet()),
         random_loader(n=96),
-        random_loader(n=32, seed=1, shuffle=False),
+        random_loader(n=32, seed=2, shuffle=False),  # other validation images: a new draw would differ
         ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
     )
     assert resumed.probe is not None and torch.equal(resumed.probe.images, monitor.probe.images)
@@ -174,3 +174,28 @@ def test_state_dict_round_trip_and_resume_keeps_the_probe(tmp_path: Path) -> Non
 def test_two_instances_have_distinct_state_keys() -> None:
     a, b = GradCAMMonitor(layers="net.conv2"), GradCAMMonitor(layers="net.conv3")
     assert a.state_key != b.state_key
+
+
+class NormalisesInPlace(AwkwardNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.mul_(0.5))  # careless, but legal: it scales the batch it was given
+
+
+def test_probe_images_survive_a_forward_that_modifies_its_input(tmp_path: Path) -> None:
+    from lightning_viz import DeconvNetMonitor
+
+    images = torch.randn(4, 3, 16, 16)
+    monitors = [GradCAMMonitor(probe=images.clone(), every_n_steps=1), DeconvNetMonitor(probe=images.clone())]
+    seed_everything(0)
+    trainer = make_trainer(tmp_path, monitors, max_steps=3)
+    trainer.fit(Classifier(NormalisesInPlace()), random_loader(n=96), random_loader(n=32, seed=1, shuffle=False))
+    for monitor in monitors:
+        assert monitor.probe is not None and torch.equal(monitor.probe.images, images)
+
+
+def test_probe_comes_from_the_validation_loader_without_sanity_check(tmp_path: Path) -> None:
+    monitor = GradCAMMonitor()
+    fit_classifier(tmp_path, [monitor], max_steps=1, num_sanity_val_steps=0)
+    assert monitor.probe is not None and len(monitor.probe) == 16
+    validation = random_loader(n=32, seed=1, shuffle=False).dataset.tensors[0]  # type: ignore[attr-defined]
+    assert all(any(torch.equal(p, v) for v in validation) for p in monitor.probe.images)

@@ -113,3 +113,15 @@ def test_validation_messages() -> None:
         ProbeBatch(torch.zeros(2, 3, 4, 4), mean=(0.5,))
     with pytest.raises(ValueError, match="probe size must be a positive int, got 0"):
         ProbeBatch.from_dataloader(DataLoader(TensorDataset(torch.zeros(4, 3, 2, 2))), size=0)
+
+
+def test_fewer_images_than_classes_the_seed_picks_the_classes() -> None:
+    data = TensorDataset(torch.randn(200, 3, 4, 4), torch.arange(200) % 20)
+    picks = [sorted(ProbeBatch.from_dataloader(DataLoader(data), size=5, seed=s).labels.tolist()) for s in range(4)]
+    assert len({tuple(p) for p in picks}) > 1 and all(len(set(p)) == 5 for p in picks)
+    assert picks[0] != [0, 1, 2, 3, 4]
+
+
+def test_other_channel_counts_are_displayed_with_three_or_one() -> None:
+    assert ProbeBatch(torch.randn(2, 4, 5, 5)).display_images().shape == (2, 3, 5, 5)
+    assert ProbeBatch(torch.randn(2, 2, 5, 5)).display_images().shape == (2, 1, 5, 5)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -132,11 +132,27 @@ class ProbeMonitor(Callback):
 
     # -- Lightning hooks ---------------------------------------------------------------------------------------
 
+    def _options(self) -> dict[str, Any]:
+        """The options that define what this monitor logs; two monitors of one class must differ in one of them.
+        Subclasses add theirs."""
+        layers = (
+            None
+            if self.layers is None
+            else [x if isinstance(x, str) else f"{type(x).__name__}@{id(x):x}" for x in self.layers]
+        )
+        return {
+            "layers": layers,
+            "every_n_steps": self.every_n_steps,
+            "every_n_epochs": self.every_n_epochs,
+            "early_steps": sorted(self.early_steps),
+            "probe_size": self.probe_size,
+            "seed": self.seed,
+        }
+
     @property
     @override
     def state_key(self) -> str:
-        layers = None if self.layers is None else [x if isinstance(x, str) else type(x).__name__ for x in self.layers]
-        return self._generate_state_key(layers=layers, every_n_steps=self.every_n_steps, seed=self.seed)
+        return self._generate_state_key(**self._options())
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -230,7 +246,9 @@ class ProbeMonitor(Callback):
         assert self.probe is not None
         param = next((p for p in pl_module.parameters() if p.is_floating_point()), None)
         device = param.device if param is not None else torch.device("cpu")
-        return self.probe.to(device, None if param is None else param.dtype)
+        probe = self.probe.to(device, None if param is None else param.dtype)
+        # a copy, so a forward pass that normalises its input in place cannot change the probe (or the user's tensor)
+        return replace(probe, images=probe.images.clone())
 
     def _log(self, logs: ProbeLogs, step: int, start: float) -> None:
         writer = self._writer

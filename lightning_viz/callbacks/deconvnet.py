@@ -22,8 +22,8 @@ __all__ = ["DeconvNetMonitor"]
 def _square_boxes(boxes: Tensor, size: int, height: int, width: int) -> Tensor:
     """Grow receptive-field boxes clipped by the image border to the full ``size``, beyond the border."""
     y0, y1, x0, x1 = boxes.unbind(dim=1)
-    y0 = torch.where((y0 == 0) & (y1 - y0 < size), y1 - size, y0)
-    x0 = torch.where((x0 == 0) & (x1 - x0 < size), x1 - size, x0)
+    y0 = torch.where((y0 == 0) & (y1 - y0 < size), torch.where(y1 == height, (y1 - size) // 2, y1 - size), y0)
+    x0 = torch.where((x0 == 0) & (x1 - x0 < size), torch.where(x1 == width, (x1 - size) // 2, x1 - size), x0)
     return torch.stack([y0, y0 + size, x0, x0 + size], dim=1)
 
 
@@ -96,6 +96,10 @@ class DeconvNetMonitor(ProbeMonitor):
         self._field_size: dict[str, int] = {}
 
     @override
+    def _options(self) -> dict[str, Any]:
+        return {**super()._options(), "top_k": self.top_k, "rule": self.rule}
+
+    @override
     def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
         return stage_layers(model, images)
 
@@ -103,8 +107,8 @@ class DeconvNetMonitor(ProbeMonitor):
     def compute(self, model: nn.Module, probe: ProbeBatch, step: int) -> ProbeLogs:
         images = probe.images
         layers = dict(resolve_layer(model, name) for name in self.layer_names)
-        with torch.no_grad():
-            acts = forward_until(model, images, layers)
+        with torch.no_grad():  # a copy goes in: a forward pass may modify its input in place
+            acts = forward_until(model, images.clone(), layers)
         tops = {name: top_k_units(acts[name], self.top_k) for name in layers}
         sizes = {name: acts[name].shape[-2:] for name in layers}
         del acts

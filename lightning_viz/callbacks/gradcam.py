@@ -63,6 +63,10 @@ class GradCAMMonitor(ProbeMonitor):
         self.columns = columns
 
     @override
+    def _options(self) -> dict[str, Any]:
+        return {**super()._options(), "alpha": self.alpha, "cmap": self.cmap}
+
+    @override
     def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
         return [default_cam_layer(model, images)]
 

@@ -99,7 +99,7 @@ def _feature_maps(model: nn.Module, images: Tensor) -> list[tuple[str, tuple[int
         raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer: lightning_viz needs a convolutional network")
     named = list(named_layers(model))
     with torch.no_grad(), forward_outputs(model, named) as order:
-        model(images)
+        model(images.clone())  # a copy: a forward pass may modify its input in place
     maps: list[tuple[str, tuple[int, int]]] = []
     conv_seen = False
     pooled: set[int] = set()  # ids of pooling outputs; `order` keeps the tensors alive, so ids stay unique

@@ -23,6 +23,28 @@ RULES: tuple[Rule, ...] = ("deconvnet", "guided", "gradient")
 _RELU = {F.relu, torch.relu, Tensor.relu}
 _RELU_INPLACE = {torch.relu_, Tensor.relu_, F.relu_}
 _MAX_POOL = {F.max_pool2d, torch.max_pool2d}
+# Other elementwise activations: identities in the linearized network (their derivative may vanish at its zero input)
+_ELEMENTWISE = {
+    F.relu6,
+    F.hardtanh,
+    F.hardtanh_,
+    F.leaky_relu,
+    F.leaky_relu_,
+    F.elu,
+    F.selu,
+    F.celu,
+    F.gelu,
+    F.silu,
+    F.mish,
+    F.hardswish,
+    F.hardsigmoid,
+    F.sigmoid,
+    F.tanh,
+    torch.sigmoid,
+    torch.tanh,
+    Tensor.sigmoid,
+    Tensor.tanh,
+}
 _CONV = {F.conv2d}
 _BATCH_NORM = {F.batch_norm}
 
@@ -87,11 +109,12 @@ class linearized(TorchFunctionMode):
     """Within the context, the network becomes a positive linear map of its input, whose gradient support is the
     receptive field: ReLU and BatchNorm are identities, max-pooling becomes average pooling over the same windows,
     and convolutions use ``|W|``, so no two paths can cancel. Geometry only: the result does not depend on the
-    input or, except for exact zeros, on the weights."""
+    input or, except for exact zeros, on the weights. Other elementwise activations (ReLU6, GELU, SiLU, ...) are
+    identities too; the ReLU rules themselves apply to ReLU only."""
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if _relu_call(func, args, kwargs) is not None or func in _BATCH_NORM:
+        if _relu_call(func, args, kwargs) is not None or func in _BATCH_NORM or func in _ELEMENTWISE:
             return args[0]
         if func in _CONV:
             weight = kwargs.pop("weight", args[1] if len(args) > 1 else None)

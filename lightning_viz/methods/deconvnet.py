@@ -80,8 +80,8 @@ def project_units(
     """
     layers = dict(resolve_layer(model, name) for name in units)
     inputs = images.detach().clone().requires_grad_(True)
-    with relu_rule(rule):
-        acts = forward_until(model, inputs, layers)  # nothing after the deepest layer is computed
+    with relu_rule(rule):  # a non-leaf copy goes in: a forward pass may modify its input in place
+        acts = forward_until(model, inputs.clone(), layers)  # nothing after the deepest layer is computed
     outputs, seeds = [], []
     for name, (rows, cyx) in units.items():
         act = acts[name]
@@ -130,7 +130,7 @@ def deconvnet(
     if layer is None:
         inputs = images.detach().clone().requires_grad_(True)
         with relu_rule(rule):
-            logits = model(inputs)
+            logits = model(inputs.clone())
         if target is None:
             target = logits.argmax(dim=1)
         classes = torch.as_tensor(target, device=logits.device).expand(n) if not isinstance(target, Tensor) else target
@@ -178,14 +178,18 @@ def receptive_fields(model: nn.Module, image_shape: tuple[int, ...], layer: str,
     device = param.device if param is not None else torch.device("cpu")
     inputs = torch.zeros(len(yx), *image_shape, dtype=dtype, device=device, requires_grad=True)
     with linearized():
-        act = forward_until(model, inputs, {name: module})[name]
+        act = forward_until(model, inputs.clone(), {name: module})[name]
     seed = torch.zeros_like(act)
     seed[torch.arange(len(yx)), :, yx[:, 0], yx[:, 1]] = 1.0
     (grad,) = torch.autograd.grad(act, [inputs], grad_outputs=seed)
     support = grad.abs().sum(dim=1) > 0
     rows, cols = support.any(dim=2), support.any(dim=1)
     boxes = []
+    height, width = image_shape[-2:]
     for r, c in zip(rows, cols, strict=True):
         ys, xs = r.nonzero()[:, 0], c.nonzero()[:, 0]
-        boxes.append([int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1])
+        if len(ys) == 0 or len(xs) == 0:  # an op the linearization does not know cut every path: the whole image
+            boxes.append([0, int(height), 0, int(width)])
+        else:
+            boxes.append([int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1])
     return torch.tensor(boxes, dtype=torch.long)

@@ -68,7 +68,7 @@ def grad_cam_maps(
     resolved = dict(resolve_layer(model, layer) for layer in layers)
     inputs = images.detach().clone().requires_grad_(True)  # a path to every activation, even with frozen layers
     with capture_outputs(resolved) as acts:
-        logits = model(inputs)
+        logits = model(inputs.clone())  # a non-leaf copy: a forward pass may modify its input in place
     if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(f"the model must return logits of shape (N, num_classes) for N={images.shape[0]}, got {got}")
