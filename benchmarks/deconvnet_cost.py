@@ -12,20 +12,18 @@ Times (median of repeats, after warm-up), for a 16-image probe batch and top_k =
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from captum.attr import NeuronDeconvolution
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import bare_step, median_ms
 from train_shapes import ShapesNet
 
 from lightning_viz import ProbeBatch
@@ -36,28 +34,10 @@ from lightning_viz.methods._hooks import forward_until
 TOP_K = 9
 
 
-def median_ms(fn: Callable[[], object], repeats: int = 11, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
-
-
 def bench(name: str, model: nn.Module, layer: str, probe: ProbeBatch) -> None:
     images, labels = probe.images, probe.labels
     assert labels is not None
     module = resolve_layer(model, layer)[1]
-
-    def bare(batch: torch.Tensor, targets: torch.Tensor) -> Callable[[], None]:
-        def run() -> None:
-            model.zero_grad(set_to_none=True)
-            F.cross_entropy(model(batch), targets).backward()
-
-        return run
 
     def ranked() -> torch.Tensor:
         with torch.no_grad():
@@ -83,11 +63,13 @@ def bench(name: str, model: nn.Module, layer: str, probe: ProbeBatch) -> None:
         model.train()
 
     rows = {
-        "bare forward+backward, probe batch (16)": median_ms(bare(images, labels)),
-        f"bare forward+backward, {TOP_K} images": median_ms(bare(images[index[:, 0]], labels[index[:, 0]])),
-        "lightning_viz: ranking forward of the probe batch": median_ms(rank),
-        f"lightning_viz: {TOP_K} units in one forward+backward": median_ms(ours),
-        f"captum NeuronDeconvolution, {TOP_K} calls": median_ms(captum_per_unit),
+        "bare forward+backward, probe batch (16)": median_ms(bare_step(model, images, labels), repeats=11, warmup=2),
+        f"bare forward+backward, {TOP_K} images": median_ms(
+            bare_step(model, images[index[:, 0]], labels[index[:, 0]]), repeats=11, warmup=2
+        ),
+        "lightning_viz: ranking forward of the probe batch": median_ms(rank, repeats=11, warmup=2),
+        f"lightning_viz: {TOP_K} units in one forward+backward": median_ms(ours, repeats=11, warmup=2),
+        f"captum NeuronDeconvolution, {TOP_K} calls": median_ms(captum_per_unit, repeats=11, warmup=2),
     }
     unit = rows["bare forward+backward, probe batch (16)"]
     print(f"\n{name}, layer {layer!r}, probe {tuple(images.shape)}, top_k {TOP_K}, {torch.get_num_threads()} threads")

@@ -15,15 +15,11 @@ Needs the bench extra: pip install -e ".[bench]".
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from captum.attr import LayerGradCam
 from pytorch_grad_cam import GradCAM
@@ -32,6 +28,8 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import bare_step, median_ms
 from train_shapes import ShapesNet
 
 from lightning_viz import GradCAMMonitor, ProbeBatch
@@ -39,25 +37,10 @@ from lightning_viz.data import Shapes
 from lightning_viz.methods import grad_cam, grad_cam_maps, isolated, resolve_layer
 
 
-def median_ms(fn: Callable[[], object], repeats: int = 15, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
-
-
 def bench(name: str, model: nn.Module, layer: str, probe: ProbeBatch) -> None:
     images, labels = probe.images, probe.labels
     assert labels is not None
     module = resolve_layer(model, layer)[1]
-
-    def bare() -> None:
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(images), labels).backward()
 
     def ours() -> None:
         with isolated(model):
@@ -101,7 +84,7 @@ def bench(name: str, model: nn.Module, layer: str, probe: ProbeBatch) -> None:
             writer.flush()
 
         rows = {
-            "bare forward+backward": median_ms(bare),
+            "bare forward+backward": median_ms(bare_step(model, images, labels)),
             "lightning_viz grad_cam (predicted class)": median_ms(ours),
             "lightning_viz grad_cam_maps (predicted + true class)": median_ms(ours_two),
             "captum LayerGradCam (predicted class)": median_ms(captum_cam),
