@@ -19,7 +19,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_viz import DeconvNetMonitor, GradCAMMonitor
+from lightning_viz import DeconvNetMonitor, FilterMonitor, GradCAMMonitor
 from lightning_viz.data import Shapes
 
 
@@ -87,7 +87,11 @@ def main() -> None:
     name = f"k{args.kernel}s{args.stride}_lr{args.lr:g}_seed{args.seed}" + ("_fast" if args.fast else "")
     logger = TensorBoardLogger(args.logdir, name=name)
     every = 4 if args.fast else args.every_n_steps
-    callbacks = [GradCAMMonitor(every_n_steps=every), DeconvNetMonitor(every_n_steps=every)]
+    callbacks = [
+        GradCAMMonitor(every_n_steps=every),
+        DeconvNetMonitor(every_n_steps=every),
+        FilterMonitor(every_n_steps=every, activation_max_every_n_steps=8 if args.fast else 250),
+    ]
     trainer = Trainer(
         max_epochs=1 if args.fast else args.epochs,
         accelerator="cpu",

@@ -16,7 +16,7 @@ from matplotlib import colormaps, font_manager
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-__all__ = ["colorize", "overlay", "tile_panel"]
+__all__ = ["colorize", "grid", "overlay", "own_scale", "signed_display", "tile_panel"]
 
 
 def colorize(maps: Tensor, cmap: str = "jet") -> Tensor:
@@ -133,3 +133,58 @@ def tile_panel(
 def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
     path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal"))
     return ImageFont.truetype(path, size)
+
+
+def signed_display(values: Tensor, scale: float | Tensor) -> Tensor:
+    """Map signed values to [0, 1] with zero at mid-grey: ``0.5 + values / (2 * scale)``, clamped. Exactly
+    invertible inside the range: ``values = (display - 0.5) * 2 * scale``."""
+    return (0.5 + values / (2 * scale)).clamp(0, 1)
+
+
+def own_scale(values: Tensor) -> Tensor:
+    """Min-max scale each item of a batch (N, ...) to [0, 1] on its own; a constant item becomes mid-grey."""
+    flat = values.flatten(1)
+    low, high = flat.min(dim=1).values, flat.max(dim=1).values
+    shape = (-1,) + (1,) * (values.dim() - 1)
+    span = (high - low).view(shape)
+    scaled = (values - low.view(shape)) / span.clamp_min(1e-12)
+    return torch.where(span > 0, scaled, torch.full_like(values, 0.5))
+
+
+def grid(
+    tiles: Tensor,
+    columns: int,
+    zoom: int = 1,
+    gap: int = 1,
+    marked: Tensor | None = None,
+    background: float = 1.0,
+) -> Tensor:
+    """Arrange tiles in a grid, each enlarged ``zoom`` times (nearest), ``gap`` pixels apart; marked tiles get a
+    red frame in their gap.
+
+    Args:
+        tiles: Tensor of shape (T, C, h, w) with C in (1, 3), values in [0, 1].
+        columns: tiles per row.
+        zoom: integer enlargement of each tile.
+        gap: pixels between tiles (and the width of a mark's frame).
+        marked: optional bool Tensor of shape (T,): tiles to frame in red.
+        background: grey level of the gaps.
+
+    Returns:
+        Tensor of shape (3, H, W), values in [0, 1].
+    """
+    if tiles.dim() != 4 or tiles.shape[1] not in (1, 3):
+        raise ValueError(f"tiles must have shape (T, 1 or 3, h, w), got {tuple(tiles.shape)}")
+    t, _, h, w = tiles.shape
+    tiles = tiles.detach().float().cpu().expand(-1, 3, -1, -1).repeat_interleave(zoom, 2).repeat_interleave(zoom, 3)
+    h, w = h * zoom, w * zoom
+    columns = max(1, min(columns, t))
+    rows = -(-t // columns)
+    canvas = torch.full((3, rows * (h + gap) + gap, columns * (w + gap) + gap), background)
+    red = torch.tensor([0.9, 0.1, 0.1])[:, None, None]
+    for i in range(t):
+        y, x = gap + (i // columns) * (h + gap), gap + (i % columns) * (w + gap)
+        if marked is not None and bool(marked[i]):
+            canvas[:, y - gap : y + h + gap, x - gap : x + w + gap] = red
+        canvas[:, y : y + h, x : x + w] = tiles[i]
+    return canvas

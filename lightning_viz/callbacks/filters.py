@@ -1,0 +1,218 @@
+"""FilterMonitor: what the filters look like, what they respond to, and what excites the deeper channels, as
+training goes (Zeiler & Fergus 2014, Fig. 5 and 6: AlexNet's first layer mixed very high and very low frequencies
+and had dead filters; a smaller stride and kernel fixed it)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor
+from lightning_viz.methods import conv_layer_names, resolve_layer, stage_layers, top_k_units
+from lightning_viz.methods._hooks import forward_until
+from lightning_viz.methods.activation_max import ActivationMaxConfig, maximize_channels
+from lightning_viz.probe import ProbeBatch
+from lightning_viz.render import grid, own_scale, signed_display, tile_panel
+
+__all__ = ["FilterMonitor", "filter_tiles"]
+
+
+def filter_tiles(weight: Tensor) -> Tensor:
+    """Convolution weights (out, in, k, k) as display tiles: RGB tiles (out, 3, k, k) for 3 input channels,
+    otherwise one grey tile per input channel, (out * in, 1, k, k), filter by filter."""
+    if weight.dim() != 4:
+        raise ValueError(f"weight must have shape (out, in, kh, kw), got {tuple(weight.shape)}")
+    if weight.shape[1] == 3:
+        return weight
+    return weight.reshape(-1, 1, *weight.shape[-2:])
+
+
+class FilterMonitor(ProbeMonitor):
+    """Log the first layer's filters, feature maps and activation-maximisation images.
+
+    - ``filters/<first conv>``: the filters three ways, side by side: each on its own scale (their shape), all on
+      one shared scale with zero at mid-grey (dead and dominating filters stand out, ZF Fig. 6), and
+      ``|W - W_prev|`` since the previous probe on that shared scale (a frozen layer is black, a thrashing one
+      bright).
+    - ``activations/<layer>``: every channel of each layer for the first ``feature_map_images`` probe images, each
+      channel on its own scale; channels that are zero on the whole probe batch are framed in red, and their
+      fraction is logged as ``diagnostics/dead_channel_fraction/<layer>``.
+    - ``activation_max/<layer>``: for the ``activation_max_channels`` strongest channels of the deepest layer, an
+      input optimised from noise to excite the channel (jitter, total variation, L2 and range constraints; see
+      :mod:`lightning_viz.methods.activation_max`). It costs ``activation_max_steps`` forward and backward passes
+      of that many images, so it runs at the first probe of every ``activation_max_every_n_steps`` steps only.
+
+    Args:
+        layers: layers whose feature maps are shown; None: each convolutional stage's output, up to five.
+        filter_layer: the convolution whose filters are shown; None: the first ``nn.Conv2d``.
+        feature_map_images: probe images whose feature maps are shown.
+        activation_max_layer: the layer for activation maximisation; None: the deepest of ``layers``.
+        activation_max_channels: channels optimised (0: no activation maximisation).
+        activation_max_steps: optimisation steps.
+        activation_max_every_n_steps: cadence of activation maximisation, in optimizer steps.
+        **kwargs: probe, cadence and error options of :class:`~lightning_viz.callbacks.ProbeMonitor`.
+
+    Example::
+
+        >>> from pytorch_lightning import Trainer
+        >>> from pytorch_lightning.loggers import TensorBoardLogger
+        >>> trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[FilterMonitor()])
+    """
+
+    def __init__(
+        self,
+        layers: str | nn.Module | list[str | nn.Module] | None = None,
+        filter_layer: str | nn.Module | None = None,
+        feature_map_images: int = 2,
+        activation_max_layer: str | nn.Module | None = None,
+        activation_max_channels: int = 8,
+        activation_max_steps: int = 64,
+        activation_max_every_n_steps: int = 500,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(layers=layers, **kwargs)
+        for name, value, least in (
+            ("feature_map_images", feature_map_images, 1),
+            ("activation_max_channels", activation_max_channels, 0),
+            ("activation_max_steps", activation_max_steps, 1),
+            ("activation_max_every_n_steps", activation_max_every_n_steps, 1),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+        self.filter_layer = filter_layer
+        self.feature_map_images = feature_map_images
+        self.activation_max_layer = activation_max_layer
+        self.activation_max_channels = activation_max_channels
+        self.activation_max = ActivationMaxConfig(steps=activation_max_steps, seed=self.seed)
+        self.activation_max_every_n_steps = activation_max_every_n_steps
+        self._previous_weight: tuple[int, Tensor] | None = None
+        self._next_activation_max = 0
+
+    @override
+    def _options(self) -> dict[str, Any]:
+        named = {"filter_layer": self.filter_layer, "activation_max_layer": self.activation_max_layer}
+        return {
+            **super()._options(),
+            **{k: v if v is None or isinstance(v, str) else f"{type(v).__name__}@{id(v):x}" for k, v in named.items()},
+            "activation_max_channels": self.activation_max_channels,
+            "activation_max_every_n_steps": self.activation_max_every_n_steps,
+        }
+
+    @override
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        super().on_fit_start(trainer, pl_module)
+        for layer in (self.filter_layer, self.activation_max_layer):
+            if layer is not None:
+                resolve_layer(pl_module, layer)  # fail fast, with close matches
+        if self.filter_layer is not None and not isinstance(resolve_layer(pl_module, self.filter_layer)[1], nn.Conv2d):
+            raise ValueError(f"filter_layer {self.filter_layer!r} is not an nn.Conv2d")
+
+    @override
+    def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
+        return stage_layers(model, images)
+
+    @override
+    def compute(self, model: nn.Module, probe: ProbeBatch, step: int) -> ProbeLogs:
+        logs = ProbeLogs()
+        name = conv_layer_names(model)[0] if self.filter_layer is None else resolve_layer(model, self.filter_layer)[0]
+        logs.images[f"filters/{name}"] = self._filters(resolve_layer(model, name)[1], name, step)
+
+        layers = dict(resolve_layer(model, layer) for layer in self.layer_names)
+        with torch.no_grad():  # a copy goes in: a forward pass may modify its input in place
+            acts = forward_until(model, probe.images.clone(), layers)
+        for layer, act in acts.items():
+            dead = act.detach().abs().amax(dim=(0, 2, 3)).cpu() == 0
+            logs.scalars[f"diagnostics/dead_channel_fraction/{layer}"] = float(dead.float().mean())
+            logs.images[f"activations/{layer}"] = self._feature_maps(
+                act.detach().float().cpu(), dead, probe, layer, step
+            )
+
+        if self.activation_max_channels and step >= self._next_activation_max:
+            self._next_activation_max = (
+                step // self.activation_max_every_n_steps + 1
+            ) * self.activation_max_every_n_steps
+            target = self.layer_names[-1] if self.activation_max_layer is None else self.activation_max_layer
+            target_name = resolve_layer(model, target)[0]
+            act = (
+                acts[target_name]
+                if target_name in acts
+                else forward_until(model, probe.images.clone(), {target_name: resolve_layer(model, target_name)[1]})[
+                    target_name
+                ]
+            )
+            logs.images[f"activation_max/{target_name}"] = self._activation_max(model, probe, target_name, act, step)
+        return logs
+
+    def _filters(self, conv: nn.Module, name: str, step: int) -> Any:  # conv: the resolved nn.Conv2d
+        assert isinstance(conv, nn.Conv2d)
+        weight = conv.weight.detach().float().cpu().clone()  # a copy: on the CPU .float().cpu() is the parameter
+        tiles = filter_tiles(weight)
+        scale = float(weight.abs().max().clamp_min(1e-12))
+        previous = self._previous_weight
+        change = torch.zeros_like(weight) if previous is None else (weight - previous[1]).abs()
+        since = "no previous probe" if previous is None else f"since step {previous[0]}"
+        self._previous_weight = (step, weight)
+        out, k = weight.shape[0], weight.shape[-1]
+        columns = (
+            tiles.shape[0] // out if weight.shape[1] != 3 and weight.shape[1] <= 8 else math.ceil(math.sqrt(len(tiles)))
+        )
+        zoom = max(1, 48 // k)
+        grids = [
+            grid(own_scale(tiles), columns, zoom),
+            grid(signed_display(tiles, scale), columns, zoom),
+            grid((filter_tiles(change) / scale).clamp(0, 1), columns, zoom, background=0.5),
+        ]
+        rms = weight.flatten(1).pow(2).mean(dim=1).sqrt()
+        relative = float(change.norm() / weight.norm().clamp_min(1e-12))
+        captions = [
+            [
+                f"each filter on its own scale\n{out} filters {k}x{k}",
+                f"one scale, zero = grey: max |w| {scale:.3g}\nRMS median {float(rms.median()):.3g}, "
+                f"max {float(rms.max()):.3g}",
+                f"|W - W_prev| {since}, same scale\nrelative change {relative:.3g}",
+            ]
+        ]
+        title = f"Filters of {name}, step {step}"
+        return tile_panel([grids], captions, columns=1, tile_size=grids[0].shape[-1], title=title)
+
+    def _feature_maps(self, act: Tensor, dead: Tensor, probe: ProbeBatch, layer: str, step: int) -> Any:
+        count = min(self.feature_map_images, len(act))
+        c, h, w = act.shape[1:]
+        columns = math.ceil(math.sqrt(c))
+        zoom = max(1, 32 // max(h, w))
+        grids = [grid(own_scale(act[i])[:, None], columns, zoom, marked=dead) for i in range(count)]
+        captions = []
+        for i in range(count):
+            label = "" if probe.labels is None else f" ({probe.class_name(int(probe.labels[i]))})"
+            captions.append(f"probe image {i}{label}: {c} channels\n{int(dead.sum())} dead on the whole probe (red)")
+        title = f"Feature maps of {layer}, step {step}"
+        return tile_panel([grids], [captions], columns=1, tile_size=grids[0].shape[-1], title=title)
+
+    def _activation_max(self, model: nn.Module, probe: ProbeBatch, layer: str, act: Tensor, step: int) -> Any:
+        top = top_k_units(act, self.activation_max_channels)
+        channels = top.index[:, 1]
+        images = probe.images
+        if probe.mean is not None and probe.std is not None:
+            mean, std = torch.tensor(probe.mean), torch.tensor(probe.std)
+            low, high = (0 - mean) / std, (1 - mean) / std
+        else:
+            low, high = images.amin(dim=(0, 2, 3)).cpu(), images.amax(dim=(0, 2, 3)).cpu()
+        config = self.activation_max
+        c, h, w = images.shape[1:]
+        optimised, _ = maximize_channels(model, layer, channels, (c, h, w), low, high, config)
+        with torch.no_grad():
+            reached = forward_until(model, optimised.clone(), {layer: resolve_layer(model, layer)[1]})[layer]
+        reached = reached[torch.arange(len(channels)), channels.to(reached.device)].flatten(1).mean(dim=1).cpu()
+        on_probe = act[:, channels.to(act.device)].mean(dim=(2, 3)).amax(dim=0).cpu()
+        shown = ProbeBatch(optimised.float().cpu(), mean=probe.mean, std=probe.std).display_images()
+        cells = [[shown[i]] for i in range(len(channels))]
+        captions = [
+            [f"ch {int(ch)}: mean act {float(reached[i]):.2f}\nbest probe image {float(on_probe[i]):.2f}"]
+            for i, ch in enumerate(channels.tolist())
+        ]
+        title = f"Activation maximisation at {layer}, step {step} ({config.steps} steps)"
+        return tile_panel(cells, captions, columns=None, tile_size=128, title=title)
