@@ -157,9 +157,11 @@ class FilterMonitor(ProbeMonitor):
         since = "no previous probe" if previous is None else f"since step {previous[0]}"
         self._previous_weight = (step, weight)
         out, k = weight.shape[0], weight.shape[-1]
-        columns = (
-            tiles.shape[0] // out if weight.shape[1] != 3 and weight.shape[1] <= 8 else math.ceil(math.sqrt(len(tiles)))
-        )
+        per_filter = 1 if weight.shape[1] == 3 else weight.shape[1]  # a filter's tiles stay on one row
+        if per_filter <= 8:
+            columns = per_filter * max(1, math.ceil(math.sqrt(out) / per_filter))
+        else:
+            columns = math.ceil(math.sqrt(len(tiles)))
         zoom = max(1, 48 // k)
         grids = [
             grid(own_scale(tiles), columns, zoom),
@@ -183,12 +185,12 @@ class FilterMonitor(ProbeMonitor):
         count = min(self.feature_map_images, len(act))
         c, h, w = act.shape[1:]
         columns = math.ceil(math.sqrt(c))
-        zoom = max(1, 32 // max(h, w))
+        zoom = max(1, 400 // (columns * w))  # about 400 px per image, whatever the map size
         grids = [grid(own_scale(act[i])[:, None], columns, zoom, marked=dead) for i in range(count)]
         captions = []
         for i in range(count):
             label = "" if probe.labels is None else f" ({probe.class_name(int(probe.labels[i]))})"
-            captions.append(f"probe image {i}{label}: {c} channels\n{int(dead.sum())} dead on the whole probe (red)")
+            captions.append(f"probe image {i}{label}\n{c} channels, {int(dead.sum())} dead on the whole probe (red)")
         title = f"Feature maps of {layer}, step {step}"
         return tile_panel([grids], [captions], columns=1, tile_size=grids[0].shape[-1], title=title)
 

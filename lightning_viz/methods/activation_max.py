@@ -30,13 +30,15 @@ __all__ = ["ActivationMaxConfig", "maximize_channels", "total_variation"]
 class ActivationMaxConfig:
     """Optimisation settings. ``steps`` Adam steps of size ``lr`` on images normalised like the training data;
     ``jitter`` pixels of random shift per step; penalty weights ``tv`` and ``l2``; ``low``/``high`` the valid
-    range of a normalised pixel (per channel; scalars or sequences)."""
+    range of a normalised pixel (per channel; scalars or sequences); ``noise`` the start noise's standard deviation
+    as a fraction of the half range, around the middle of the range."""
 
     steps: int = 64
     lr: float = 0.1
     jitter: int = 3
     tv: float = 0.1
     l2: float = 1e-3
+    noise: float = 0.5
     seed: int = 0
 
 
@@ -79,7 +81,8 @@ def maximize_channels(
     low_ = low.to(device, dtype).view(1, c, 1, 1)
     high_ = high.to(device, dtype).view(1, c, 1, 1)
     middle, half = (low_ + high_) / 2, (high_ - low_) / 2
-    noise = (middle + 0.1 * half * torch.randn(1, c, h, w, generator=generator).to(device, dtype)).expand(k, -1, -1, -1)
+    start = torch.randn(1, c, h, w, generator=generator).to(device, dtype)
+    noise = (middle + config.noise * half * start).clamp(low_, high_).expand(k, -1, -1, -1)
     images = noise.clone().requires_grad_(True)
     state = {"m": torch.zeros_like(images), "v": torch.zeros_like(images)}
     rows = torch.arange(k, device=device)
