@@ -183,7 +183,7 @@ class FilterMonitor(ProbeMonitor):
 
     def _feature_maps(self, act: Tensor, dead: Tensor, probe: ProbeBatch, layer: str, step: int) -> Any:
         count = min(self.feature_map_images, len(act))
-        c, h, w = act.shape[1:]
+        c, w = act.shape[1], act.shape[-1]
         columns = math.ceil(math.sqrt(c))
         zoom = max(1, 400 // (columns * w))  # about 400 px per image, whatever the map size
         grids = [grid(own_scale(act[i])[:, None], columns, zoom, marked=dead) for i in range(count)]
