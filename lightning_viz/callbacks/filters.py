@@ -31,6 +31,14 @@ def filter_tiles(weight: Tensor) -> Tensor:
     return weight.reshape(-1, 1, *weight.shape[-2:])
 
 
+def _channel_scale(maps: Tensor) -> Tensor:
+    """Feature maps (C, H, W) for display, each channel on its own scale: non-negative maps (after a ReLU) from 0
+    (black, also for a channel silent on this image) to their maximum, signed maps from their minimum."""
+    if maps.min() >= 0:
+        return maps / maps.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
+    return own_scale(maps)
+
+
 class FilterMonitor(ProbeMonitor):
     """Log the first layer's filters, feature maps and activation-maximisation images.
 
@@ -186,7 +194,7 @@ class FilterMonitor(ProbeMonitor):
         c, w = act.shape[1], act.shape[-1]
         columns = math.ceil(math.sqrt(c))
         zoom = max(1, 400 // (columns * w))  # about 400 px per image, whatever the map size
-        grids = [grid(own_scale(act[i])[:, None], columns, zoom, marked=dead) for i in range(count)]
+        grids = [grid(_channel_scale(act[i])[:, None], columns, zoom, marked=dead) for i in range(count)]
         captions = []
         for i in range(count):
             label = "" if probe.labels is None else f" ({probe.class_name(int(probe.labels[i]))})"
