@@ -1,0 +1,111 @@
+"""First-layer kernel diagnostics, from the weights alone (nearly free).
+
+Zeiler & Fergus (2014, Sec. 5.1) saw AlexNet's 11x11 stride-4 first layer mix "extremely high and low frequency
+information, with little coverage of the mid frequencies", with dead filters; 7x7 stride 2 fixed it. These
+functions put numbers on what they looked at: the spectral content of each filter, how smooth it is compared with
+noise, and whether filters are dead or dominate the layer (their Fig. 6: filters past RMS 0.1 were renormalised).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "BANDS",
+    "band_energies",
+    "dead_filters",
+    "dominance",
+    "dominant_band_shares",
+    "filter_rms",
+    "smoothness_index",
+]
+
+# Radial frequency bands in cycles per pixel: low < 1/8 <= mid < 1/4 <= high (Nyquist is 1/2).
+BANDS = ("low", "mid", "high")
+_EDGES = (1 / 8, 1 / 4)
+
+
+def _check(weight: Tensor) -> Tensor:
+    if weight.dim() != 4:
+        raise ValueError(f"weight must have shape (out, in, kh, kw), got {tuple(weight.shape)}")
+    return weight.detach().double()
+
+
+def _band_index(size: int, device: torch.device) -> Tensor:
+    f = torch.fft.fftfreq(size, device=device, dtype=torch.float64)
+    radius = torch.sqrt(f[:, None] ** 2 + f[None, :] ** 2)
+    band = torch.zeros_like(radius, dtype=torch.long)
+    band[radius >= _EDGES[0]] = 1
+    band[radius >= _EDGES[1]] = 2
+    band[0, 0] = -1  # the mean (DC) belongs to no band: a filter's offset is not a frequency
+    return band
+
+
+def band_energies(weight: Tensor, size: int = 64) -> Tensor:
+    """Share of each filter's spectral energy in the low, mid and high radial bands.
+
+    Each filter's 2-D DFT is taken zero-padded to ``size`` x ``size`` and its power summed over input channels;
+    the mean (DC) term is left out.
+
+    Args:
+        weight: convolution weights, Tensor of shape (out, in, kh, kw).
+        size: DFT size (a finer frequency grid than the kernel's own).
+
+    Returns:
+        Tensor of shape (out, 3), float64, rows summing to 1 (a filter with no energy outside DC gets zeros).
+
+    Example: white-noise filters have the band shares of the frequency plane's area (about 0.05, 0.15, 0.80 at
+    size 64); a Gaussian blob of width 2 px is almost all low band.
+    """
+    w = _check(weight)
+    power = torch.fft.fft2(w, s=(size, size)).abs().pow(2).sum(dim=1)  # (out, size, size)
+    band = _band_index(size, w.device)
+    energies = torch.stack([power[:, band == b].sum(dim=1) for b in range(3)], dim=1)
+    total = energies.sum(dim=1, keepdim=True)
+    return torch.where(total > 0, energies / total.clamp_min(1e-300), torch.zeros_like(energies))
+
+
+def dominant_band_shares(weight: Tensor, size: int = 64) -> Tensor:
+    """Fraction of filters whose largest band (of :func:`band_energies`) is low, mid and high: Tensor of shape (3,).
+
+    ZF's symptom of a too-large first-layer kernel and stride is many low and many high filters, few mid ones."""
+    dominant = band_energies(weight, size).argmax(dim=1)
+    return torch.bincount(dominant, minlength=3).double() / len(dominant)
+
+
+def smoothness_index(weight: Tensor) -> Tensor:
+    """SI = 1 - D / D_noise per filter: how much smoother than noise a filter is.
+
+    D = sum |grad w|^2 / sum |w|^2 with forward differences along both axes (all input channels), and
+    D_noise = 4 (k - 1) / k is D's expected value for i.i.d. noise of a k x k kernel. SI is about 0 for noise
+    (as at initialisation), 1 for a constant filter, and negative for a checkerboard.
+
+    Returns:
+        Tensor of shape (out,), float64.
+    """
+    w = _check(weight)
+    k_h, k_w = w.shape[-2:]
+    if k_h != k_w or k_h < 2:
+        raise ValueError(f"smoothness_index needs square kernels of size >= 2, got {k_h}x{k_w}")
+    dy = (w[..., 1:, :] - w[..., :-1, :]).pow(2).flatten(1).sum(dim=1)
+    dx = (w[..., :, 1:] - w[..., :, :-1]).pow(2).flatten(1).sum(dim=1)
+    d = (dy + dx) / w.pow(2).flatten(1).sum(dim=1).clamp_min(1e-300)
+    return 1 - d / (4 * (k_h - 1) / k_h)
+
+
+def filter_rms(weight: Tensor) -> Tensor:
+    """Root mean square of each filter's weights: Tensor of shape (out,), float64."""
+    return _check(weight).flatten(1).pow(2).mean(dim=1).sqrt()
+
+
+def dead_filters(weight: Tensor, ratio: float = 0.1) -> Tensor:
+    """Filters whose RMS is below ``ratio`` times the layer's median RMS: bool Tensor of shape (out,)."""
+    rms = filter_rms(weight)
+    return rms < ratio * rms.median()
+
+
+def dominance(weight: Tensor) -> float:
+    """Largest filter RMS over the median filter RMS (ZF Fig. 6: a few filters dominating the layer)."""
+    rms = filter_rms(weight)
+    return float(rms.max() / rms.median().clamp_min(1e-300))

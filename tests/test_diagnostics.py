@@ -1,0 +1,125 @@
+"""Known answers for the diagnostic functions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_viz.diagnostics import (
+    band_energies,
+    dead_channel_fraction,
+    dead_filters,
+    dominance,
+    dominant_band_shares,
+    lattice_peak_ratio,
+    linear_cka,
+    rank_correlation,
+    rms_growth,
+    shift_consistency,
+    smoothness_index,
+    uneven_overlap,
+    update_ratio,
+)
+
+
+def _band_areas(size: int = 64) -> torch.Tensor:
+    f = torch.fft.fftfreq(size, dtype=torch.float64)
+    r = torch.sqrt(f[:, None] ** 2 + f[None, :] ** 2).flatten()[1:]  # DC excluded
+    return torch.stack([(r < 1 / 8).sum(), ((r >= 1 / 8) & (r < 1 / 4)).sum(), (r >= 1 / 4).sum()]).double() / len(r)
+
+
+def test_white_noise_filters_have_the_band_shares_of_the_frequency_plane() -> None:
+    torch.manual_seed(0)
+    shares = band_energies(torch.randn(2000, 3, 7, 7)).mean(dim=0)
+    torch.testing.assert_close(shares, _band_areas(), atol=0.01, rtol=0)
+    assert torch.allclose(band_energies(torch.randn(5, 3, 7, 7)).sum(dim=1), torch.ones(5, dtype=torch.float64))
+
+
+def test_a_gaussian_blob_is_low_band_and_a_checkerboard_high_band() -> None:
+    y, x = torch.meshgrid(torch.arange(11.0) - 5, torch.arange(11.0) - 5, indexing="ij")
+    blob = torch.exp(-(x**2 + y**2) / (2 * 2.0**2)).expand(1, 3, 11, 11)
+    checker = ((-1.0) ** (x + y)).expand(1, 3, 11, 11)
+    assert band_energies(blob)[0, 0] > 0.9
+    assert band_energies(checker)[0, 2] > 0.9
+    shares = dominant_band_shares(torch.cat([blob, blob, checker]))
+    torch.testing.assert_close(shares, torch.tensor([2 / 3, 0.0, 1 / 3], dtype=torch.float64))
+
+
+def test_smoothness_index_is_zero_for_noise_one_for_constant_negative_for_checkerboard() -> None:
+    torch.manual_seed(0)
+    assert abs(float(smoothness_index(torch.randn(4000, 3, 7, 7)).mean())) < 0.01
+    assert torch.allclose(smoothness_index(torch.ones(2, 3, 5, 5)), torch.ones(2, dtype=torch.float64))
+    y, x = torch.meshgrid(torch.arange(5.0), torch.arange(5.0), indexing="ij")
+    assert smoothness_index(((-1.0) ** (x + y)).expand(1, 1, 5, 5))[0] < -0.5
+    with pytest.raises(ValueError, match="square kernels of size >= 2, got 1x1"):
+        smoothness_index(torch.ones(1, 1, 1, 1))
+
+
+def test_dead_and_dominating_filters() -> None:
+    weight = torch.ones(6, 3, 3, 3) * torch.tensor([1.0, 1.0, 1.0, 1.0, 0.05, 4.0]).view(-1, 1, 1, 1)
+    assert dead_filters(weight).tolist() == [False, False, False, False, True, False]
+    assert dominance(weight) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize(("kernel", "stride", "expected"), [(11, 4, 2.25), (7, 2, 16 / 9), (3, 1, 1.0), (8, 4, 1.0)])
+def test_uneven_overlap(kernel: int, stride: int, expected: float) -> None:
+    assert uneven_overlap(kernel, stride) == pytest.approx(expected)
+
+
+def test_uneven_overlap_rejects_a_stride_larger_than_the_kernel() -> None:
+    with pytest.raises(ValueError, match="need 1 <= stride <= kernel, got kernel 3, stride 4"):
+        uneven_overlap(3, 4)
+
+
+def test_lattice_peak_ratio_finds_a_period_stride_pattern() -> None:
+    torch.manual_seed(0)
+    noise = torch.randn(8, 3, 64, 64)
+    lattice = torch.zeros(8, 3, 64, 64)
+    lattice[..., ::4, ::4] = 1.0
+    assert abs(lattice_peak_ratio(noise, 4)) < 0.1
+    assert lattice_peak_ratio(noise + 3 * lattice, 4) > 1.0
+    assert lattice_peak_ratio(noise + 3 * lattice, 1) == 0.0
+
+
+def test_shift_consistency() -> None:
+    torch.manual_seed(0)
+    invariant = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"), nn.AdaptiveAvgPool2d(1),
+                              nn.Flatten())  # fmt: skip
+    images = torch.randn(4, 3, 16, 16)
+    assert shift_consistency(invariant, images) < 1e-6
+    corner = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.LazyLinear(5))
+    corner(images)
+    assert shift_consistency(corner, images) > 0.01
+
+
+def test_learning_rate_numbers() -> None:
+    w = torch.ones(10, 10)
+    assert update_ratio(w, w * 1.001) == pytest.approx(1e-3, rel=1e-4)  # float32 rounding of 1.001
+    assert rms_growth(w * 3, w) == pytest.approx(3.0)
+    acts = torch.rand(4, 5, 3, 3)
+    acts[:, 1] = 0
+    assert dead_channel_fraction(acts) == pytest.approx(0.2)
+
+
+def test_linear_cka() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(50, 8)
+    rotation, _ = torch.linalg.qr(torch.randn(8, 8))
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, 3 * x @ rotation) == pytest.approx(1.0)
+    assert linear_cka(x, torch.randn(50, 8)) < 0.5
+
+
+def test_rank_correlation_with_ties() -> None:
+    a = torch.tensor([[1.0, 2.0, 2.0, 3.0, 5.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
+    b = torch.tensor([[2.0, 3.0, 1.0, 4.0, 6.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    ra = torch.tensor([1.0, 2.5, 2.5, 4.0, 5.0])  # average ranks of the tied pair
+    rb = torch.tensor([2.0, 3.0, 1.0, 4.0, 5.0])
+    expected = torch.corrcoef(torch.stack([ra, rb]))[0, 1].double()
+    result = rank_correlation(a, b)
+    assert result[0] == pytest.approx(float(expected)) and result[1] == 0.0
+    assert rank_correlation(b[:1], b[:1] ** 3)[0] == pytest.approx(1.0)
+    assert math.isclose(float(rank_correlation(b[:1], -b[:1])[0]), -1.0)
