@@ -19,7 +19,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_viz import DeconvNetMonitor, FilterMonitor, GradCAMMonitor
+from lightning_viz import DeconvNetMonitor, FilterMonitor, GradCAMMonitor, TrainingDiagnostics
 from lightning_viz.data import Shapes
 
 
@@ -91,6 +91,7 @@ def main() -> None:
         GradCAMMonitor(every_n_steps=every),
         DeconvNetMonitor(every_n_steps=every),
         FilterMonitor(every_n_steps=every, activation_max_every_n_steps=8 if args.fast else 250),
+        TrainingDiagnostics(every_n_steps=every),
     ]
     trainer = Trainer(
         max_epochs=1 if args.fast else args.epochs,

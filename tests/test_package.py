@@ -11,7 +11,13 @@ PACKAGE = Path(lightning_viz.__file__).parent
 
 
 def test_public_api_is_locked() -> None:
-    assert lightning_viz.__all__ == ["DeconvNetMonitor", "FilterMonitor", "GradCAMMonitor", "ProbeBatch"]
+    assert lightning_viz.__all__ == [
+        "DeconvNetMonitor",
+        "FilterMonitor",
+        "GradCAMMonitor",
+        "ProbeBatch",
+        "TrainingDiagnostics",
+    ]
     for name in lightning_viz.__all__:
         assert getattr(lightning_viz, name).__module__.startswith("lightning_viz.")
 

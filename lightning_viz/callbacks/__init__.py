@@ -2,7 +2,8 @@
 
 from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor
 from lightning_viz.callbacks.deconvnet import DeconvNetMonitor
+from lightning_viz.callbacks.diagnostics import TrainingDiagnostics
 from lightning_viz.callbacks.filters import FilterMonitor
 from lightning_viz.callbacks.gradcam import GradCAMMonitor
 
-__all__ = ["DeconvNetMonitor", "FilterMonitor", "GradCAMMonitor", "ProbeLogs", "ProbeMonitor"]
+__all__ = ["DeconvNetMonitor", "FilterMonitor", "GradCAMMonitor", "ProbeLogs", "ProbeMonitor", "TrainingDiagnostics"]

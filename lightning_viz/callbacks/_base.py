@@ -185,9 +185,12 @@ class ProbeMonitor(Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        step = trainer.global_step
-        if step in self.early_steps or (self.every_n_steps is not None and step % self.every_n_steps == 0):
+        if self.is_probe_step(trainer.global_step):
             self.probe_now(trainer, pl_module)
+
+    def is_probe_step(self, step: int) -> bool:
+        """Whether the step cadence probes at optimizer step ``step`` (step 0 and epoch ends aside)."""
+        return step in self.early_steps or (self.every_n_steps is not None and step % self.every_n_steps == 0)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
