@@ -19,7 +19,7 @@ from conftest import (
 )
 from torch import nn
 
-from lightning_viz import FilterMonitor
+from lightning_viz import FilterMonitor, TrainingDiagnostics
 from lightning_viz.callbacks.filters import filter_tiles
 from lightning_viz.data import SHAPES_MEAN, SHAPES_STD, Shapes
 from lightning_viz.methods.activation_max import ActivationMaxConfig, maximize_channels
@@ -125,7 +125,8 @@ class DeadChannels(AwkwardNet):
 
 def test_dead_channels_are_counted(tmp_path: Path) -> None:
     monitor = FilterMonitor(layers="net.out", every_n_steps=2, activation_max_channels=0)
-    trainer = make_trainer(tmp_path, [monitor], max_steps=2)
+    diagnostics = TrainingDiagnostics(layers="net.out", every_n_steps=2)
+    trainer = make_trainer(tmp_path, [monitor, diagnostics], max_steps=2)
 
     class Net(DeadChannels):
         def __init__(self) -> None:
@@ -140,7 +141,7 @@ def test_dead_channels_are_counted(tmp_path: Path) -> None:
 
     trainer.fit(Classifier(Net()), random_loader(n=96), random_loader(n=32, seed=1, shuffle=False))
     events = read_events(trainer.logger.log_dir)
-    fraction = events.Scalars("diagnostics/dead_channel_fraction/net.out")
+    fraction = events.Scalars("diagnostics/dead_channels/net.out")
     assert [e.value for e in fraction] == [0.25, 0.25]  # 4 of 16 channels, at steps 0 and 2
 
 

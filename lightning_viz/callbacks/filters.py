@@ -47,8 +47,8 @@ class FilterMonitor(ProbeMonitor):
       ``|W - W_prev|`` since the previous probe on that shared scale (a frozen layer is black, a thrashing one
       bright).
     - ``activations/<layer>``: every channel of each layer for the first ``feature_map_images`` probe images, each
-      channel on its own scale; channels that are zero on the whole probe batch are framed in red, and their
-      fraction is logged as ``diagnostics/dead_channel_fraction/<layer>``.
+      channel on its own scale; channels that are zero on the whole probe batch are framed in red (their fraction
+      is a learning-rate diagnostic: :class:`~lightning_viz.TrainingDiagnostics` logs it).
     - ``activation_max/<layer>``: for the ``activation_max_channels`` strongest channels of the deepest layer, an
       input optimised from noise to excite the channel (jitter, total variation, L2 and range constraints; see
       :mod:`lightning_viz.methods.activation_max`). It costs ``activation_max_steps`` forward and backward passes
@@ -133,8 +133,7 @@ class FilterMonitor(ProbeMonitor):
         with torch.no_grad():  # a copy goes in: a forward pass may modify its input in place
             acts = forward_until(model, probe.images.clone(), layers)
         for layer, act in acts.items():
-            dead = act.detach().abs().amax(dim=(0, 2, 3)).cpu() == 0
-            logs.scalars[f"diagnostics/dead_channel_fraction/{layer}"] = float(dead.float().mean())
+            dead = act.detach().abs().amax(dim=(0, 2, 3)).cpu() == 0  # the fraction is TrainingDiagnostics' job
             logs.images[f"activations/{layer}"] = self._feature_maps(
                 act.detach().float().cpu(), dead, probe, layer, step
             )

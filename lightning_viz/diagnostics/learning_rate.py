@@ -41,7 +41,8 @@ def linear_cka(x: Tensor, y: Tensor) -> float:
 
     CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F) on column-centred X (N, p) and Y (N, q); inputs of more than
     two dimensions are flattened per example. 1 for identical representations, invariant to orthogonal transforms
-    and isotropic scaling.
+    and isotropic scaling. Computed with the N x N Gram matrices (||Y^T X||_F^2 = tr(X X^T Y Y^T)), so a feature
+    map of 32,768 values per image costs a 16 x 16 matrix, not a 32,768 x 32,768 one.
     """
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"need the same examples: {x.shape[0]} and {y.shape[0]} rows")
@@ -49,6 +50,7 @@ def linear_cka(x: Tensor, y: Tensor) -> float:
     y = y.detach().double().flatten(1)
     x = x - x.mean(dim=0)
     y = y - y.mean(dim=0)
-    cross = (y.T @ x).pow(2).sum()
-    norm = (x.T @ x).norm() * (y.T @ y).norm()
+    gram_x, gram_y = x @ x.T, y @ y.T
+    cross = (gram_x * gram_y).sum()
+    norm = gram_x.norm() * gram_y.norm()
     return float(cross / norm.clamp_min(1e-300))
