@@ -65,8 +65,9 @@ def run(config: tuple[str, int, int, float, int, int]) -> dict[str, Any]:
         events = EventAccumulator(glob.glob(os.path.join(logdir, "run", "version_0", "events.*"))[0],
                                   size_guidance={"scalars": 0})  # fmt: skip
         events.Reload()
-        series = {m: {e.step: e.value for e in events.Scalars(f"diagnostics/{m}")}
-                  for m in METRICS if f"diagnostics/{m}" in events.Tags()["scalars"]}  # fmt: skip
+        tags = [f"diagnostics/{m}" for m in METRICS] + ["verdict/stride", "verdict/learning_rate"]
+        series = {t.removeprefix("diagnostics/"): {e.step: e.value for e in events.Scalars(t)}
+                  for t in tags if t in events.Tags()["scalars"]}  # fmt: skip
     model.eval()
     images = torch.stack([test[i][0] for i in range(len(test))])
     labels = torch.stack([test[i][1] for i in range(len(test))])
@@ -75,6 +76,31 @@ def run(config: tuple[str, int, int, float, int, int]) -> dict[str, Any]:
     held_out_tvd = shift_consistency(model, images[:500])
     return {"name": name, "kernel": kernel, "stride": stride, "lr": lr, "seed": seed, "series": series,
             "accuracy": accuracy, "shift_tvd": held_out_tvd, "seconds": time.perf_counter() - start}  # fmt: skip
+
+
+def summary(results: list[dict[str, Any]]) -> str:
+    """One row per run: the held-out outcomes, the numbers the verdicts use, and the verdicts the callback logged
+    at each probe of the first 100 steps."""
+    import statistics
+
+    lines = [
+        "| config | lr | seed | test acc | held-out shift TVD | max lattice-peak ratio, steps 0-100 | stride verdicts "
+        "| median update ratio @10 | dead relu3 @100 | learning-rate verdicts @0,10,25,50,100 | first step reported |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(results, key=lambda r: (r["name"], r["seed"])):
+        s = r["series"]
+        early = [v for step, v in s.get("lattice_peak_ratio/conv1", {}).items() if step <= 100]
+        strides = [int(v) for step, v in sorted(s.get("verdict/stride", {}).items()) if step <= 100]
+        ratio = statistics.median(s[f"update_ratio/conv{i}"][10] for i in (1, 2, 3))
+        lr = [int(s["verdict/learning_rate"].get(step, 0)) for step in (0, 10, 25, 50, 100)]
+        first = next((step for step, v in sorted(s["verdict/learning_rate"].items()) if v != 0), None)
+        lines.append(
+            f"| {r['name']} | {r['lr']:g} | {r['seed']} | {r['accuracy']:.3f} | {r['shift_tvd']:.4f} "
+            f"| {max(early):.3f} | {sorted(set(strides))} | {ratio:.2g} "
+            f"| {s['dead_channels/relu3'][100]:.3f} | {lr} | {'-' if first is None else first} |"
+        )
+    return "\n".join(lines)
 
 
 def table(results: list[dict[str, Any]], steps: tuple[int, ...]) -> str:
@@ -114,7 +140,7 @@ def main() -> None:
     start = time.perf_counter()
     with mp.get_context("spawn").Pool(args.processes) as pool:
         results = pool.map(run, configs, chunksize=1)
-    text = table(results, steps)
+    text = table(results, steps) if args.lr_range else summary(results) + "\n\nAll numbers:\n\n" + table(results, steps)
     text += f"\n\n{len(results)} runs, {time.perf_counter() - start:.0f} s wall with {args.processes} processes.\n"
     print(text)
     if args.out:

@@ -123,3 +123,27 @@ def test_rank_correlation_with_ties() -> None:
     assert result[0] == pytest.approx(float(expected)) and result[1] == 0.0
     assert rank_correlation(b[:1], b[:1] ** 3)[0] == pytest.approx(1.0)
     assert math.isclose(float(rank_correlation(b[:1], -b[:1])[0]), -1.0)
+
+
+def test_stride_verdict() -> None:
+    from lightning_viz.diagnostics.verdicts import Thresholds, stride_verdict
+
+    t = Thresholds()
+    aliasing = stride_verdict("conv1", 11, 4, 0.93, t)
+    assert aliasing.value == 1 and "lattice-peak ratio 0.93 > 0.86" in aliasing.text and "try stride 2" in aliasing.text
+    assert stride_verdict("conv1", 7, 2, 0.79, t).value == 0
+    assert stride_verdict("conv1", 3, 1, 5.0, t).value == 0  # stride 1 cannot alias
+
+
+def test_learning_rate_verdict() -> None:
+    from lightning_viz.diagnostics.verdicts import Thresholds, learning_rate_verdict
+
+    t = Thresholds()
+    assert learning_rate_verdict(10, 0.012, 0.15, False, t).value == 1  # an early spike
+    assert learning_rate_verdict(50, 0.012, 0.05, False, t).value == 0  # later, momentum makes that healthy
+    assert learning_rate_verdict(100, 0.0003, 0.9, False, t).value == 1  # the collapse: dead units
+    assert learning_rate_verdict(100, 0.0003, 0.0, True, t).value == 1  # once too high, reported from then on
+    low = learning_rate_verdict(10, 2.5e-5, 0.0, False, t)
+    assert low.value == -1 and "too low" in low.text
+    assert learning_rate_verdict(10, 0.0015, 0.03, False, t).value == 0
+    assert learning_rate_verdict(0, None, 0.0, False, t).value == 0  # step 0: no update yet

@@ -28,6 +28,9 @@ def test_training_is_bit_identical_and_the_metrics_are_logged(tmp_path: Path) ->
     assert [e.step for e in events.Scalars("diagnostics/cka_previous/net.conv3")] == [1, 5, 10, 20, 30]
     assert events.Scalars("diagnostics/uneven_overlap/net.conv1")[0].value == 1.0  # 3x3 stride 1
     assert "custom_scalars__config__" in events.Tags()["tensors"]  # the Custom Scalars tab's layout
+    assert "diagnostics/verdicts/text_summary" in events.Tags()["tensors"]  # how text summaries are stored
+    assert [e.value for e in events.Scalars("verdict/stride")] == [0.0] * 6  # 3x3 stride 1 cannot alias
+    assert {e.value for e in events.Scalars("verdict/learning_rate")} <= {-1.0, 0.0, 1.0}
     bands = [events.Scalars(f"diagnostics/band_{b}/net.conv1")[-1].value for b in ("low", "mid", "high")]
     assert sum(bands) == pytest.approx(1.0, abs=1e-6)
 

@@ -1,13 +1,14 @@
 """TrainingDiagnostics: the numbers behind "is my first-layer kernel too large, is my stride aliasing, is my
 learning rate too high or too low?", logged on the fixed probe batch at every probe step.
 
-The metrics are the pure functions of :mod:`lightning_viz.diagnostics`; their definitions and sources are there.
-Verdicts built on them wait for the validation study (issue 5): until thresholds have been chosen from it, this
-callback logs numbers, not judgements.
+The metrics are the pure functions of :mod:`lightning_viz.diagnostics`; their definitions and sources are there,
+and the verdicts' rules and thresholds, chosen from the validation study, are in
+:mod:`lightning_viz.diagnostics.verdicts`.
 """
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import pytorch_lightning as pl
@@ -30,6 +31,7 @@ from lightning_viz.diagnostics import (
     uneven_overlap,
     update_ratio,
 )
+from lightning_viz.diagnostics.verdicts import Thresholds, learning_rate_verdict, stride_verdict
 from lightning_viz.methods import conv_layer_names, project_units, resolve_layer, stage_layers, top_k_units
 from lightning_viz.methods._hooks import forward_until
 from lightning_viz.probe import ProbeBatch
@@ -74,6 +76,7 @@ class TrainingDiagnostics(ProbeMonitor):
         layers: stages for dead channels and CKA; None: each convolutional stage's output, up to five.
         first_layer: the convolution the kernel and stride diagnostics are about; None: the first ``nn.Conv2d``.
         top_k: units projected for the lattice-peak ratio.
+        thresholds: verdict thresholds; None: the defaults chosen from the validation study.
         **kwargs: probe, cadence and error options of :class:`~lightning_viz.callbacks.ProbeMonitor`.
 
     Example::
@@ -88,6 +91,7 @@ class TrainingDiagnostics(ProbeMonitor):
         layers: str | nn.Module | list[str | nn.Module] | None = None,
         first_layer: str | nn.Module | None = None,
         top_k: int = 9,
+        thresholds: Thresholds | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(layers=layers, **kwargs)
@@ -95,6 +99,9 @@ class TrainingDiagnostics(ProbeMonitor):
             raise ValueError(f"top_k must be a positive int, got {top_k!r}")
         self.first_layer = first_layer
         self.top_k = top_k
+        self.thresholds = thresholds or Thresholds()
+        self._max_lpr = float("-inf")
+        self._lr_high = False
         self._first: str | None = None
         self._initial: Tensor | None = None
         self._before: tuple[int, dict[str, Tensor]] | None = None
@@ -104,7 +111,7 @@ class TrainingDiagnostics(ProbeMonitor):
     def _options(self) -> dict[str, Any]:
         first = self.first_layer
         named = first if first is None or isinstance(first, str) else f"{type(first).__name__}@{id(first):x}"
-        return {**super()._options(), "first_layer": named, "top_k": self.top_k}
+        return {**super()._options(), "first_layer": named, "top_k": self.top_k, "thresholds": self.thresholds}
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -177,15 +184,29 @@ class TrainingDiagnostics(ProbeMonitor):
             model, probe.images[top.index[:, 0]], {deepest: (torch.arange(len(top.index)), top.index[:, 1:].cpu())}
         )
         h, w = projections.shape[-2:]
-        put(f"diagnostics/lattice_peak_ratio/{tag}",
-            lattice_peak_ratio(projections[..., : h - h % stride, : w - w % stride], stride))  # fmt: skip
+        lpr = lattice_peak_ratio(projections[..., : h - h % stride, : w - w % stride], stride)
+        put(f"diagnostics/lattice_peak_ratio/{tag}", lpr)
+        self._max_lpr = max(self._max_lpr, lpr)
         put("diagnostics/shift_tvd/model", shift_consistency(model, probe.images))
 
+        ratios = []
         if self._before is not None and self._before[0] == step:
             for name, module in _convs(model):
                 if name in self._before[1]:
-                    put(f"diagnostics/update_ratio/{name}", update_ratio(self._before[1][name], module.weight))
+                    ratios.append(update_ratio(self._before[1][name], module.weight))
+                    put(f"diagnostics/update_ratio/{name}", ratios[-1])
             self._before = None
+
+        median = statistics.median(ratios) if ratios else None
+        dead = logs.scalars[f"diagnostics/dead_channels/{deepest}"]
+        verdicts = [
+            stride_verdict(tag, kernel, stride, self._max_lpr, self.thresholds),
+            learning_rate_verdict(step, median, dead, self._lr_high, self.thresholds),
+        ]
+        self._lr_high = self._lr_high or verdicts[1].value == 1
+        for verdict in verdicts:
+            put(f"verdict/{verdict.name}", float(verdict.value))
+        logs.texts["diagnostics/verdicts"] = "\n\n".join(f"- **{v.name}**: {v.text}" for v in verdicts)
         return logs
 
 
