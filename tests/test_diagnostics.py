@@ -147,3 +147,31 @@ def test_learning_rate_verdict() -> None:
     assert low.value == -1 and "too low" in low.text
     assert learning_rate_verdict(10, 0.0015, 0.03, False, t).value == 0
     assert learning_rate_verdict(0, None, 0.0, False, t).value == 0  # step 0: no update yet
+
+
+def test_pointing_games_known_answers() -> None:
+    from lightning_viz.diagnostics.quality import energy_pointing_game, pointing_game
+
+    masks = torch.zeros(2, 8, 8)
+    masks[0, 2:4, 2:6] = 1  # 8 of 64 pixels
+    masks[1, 5:, 5:] = 1  # 9 of 64
+    assert pointing_game(masks, masks).tolist() == [1.0, 1.0]
+    assert energy_pointing_game(masks, masks).tolist() == [1.0, 1.0]
+    constant = torch.ones(2, 8, 8)
+    assert pointing_game(constant, masks).tolist() == [8 / 64, 9 / 64]  # chance: the object's area fraction
+    assert energy_pointing_game(constant, masks).tolist() == [8 / 64, 9 / 64]
+    miss = torch.zeros(2, 8, 8)
+    miss[:, 0, 0] = 1
+    assert pointing_game(miss, masks).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match=r"must both have shape \(N, H, W\)"):
+        pointing_game(torch.zeros(2, 8, 8), torch.zeros(2, 4, 4))
+
+
+def test_class_sensitivity_known_answers() -> None:
+    from lightning_viz.diagnostics.quality import class_sensitivity
+
+    torch.manual_seed(0)
+    a = torch.rand(3, 6, 6)
+    assert torch.allclose(class_sensitivity(a, 2 * a + 1), torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(class_sensitivity(a, -a), -torch.ones(3, dtype=torch.float64))
+    assert class_sensitivity(a, torch.ones(3, 6, 6)).tolist() == [0.0, 0.0, 0.0]
