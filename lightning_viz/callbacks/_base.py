@@ -49,6 +49,11 @@ def tensorboard_writer(trainer: pl.Trainer) -> Any | None:
     return None
 
 
+def layer_key(layer: LayerSpec | None) -> str | None:
+    """A layer option as it goes into a ``state_key``: its name, or its type and identity when given as a module."""
+    return layer if layer is None or isinstance(layer, str) else f"{type(layer).__name__}@{id(layer):x}"
+
+
 def _positive_or_none(name: str, value: int | None) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
         raise ValueError(f"{name} must be a positive int or None, got {value!r}")
@@ -135,11 +140,7 @@ class ProbeMonitor(Callback):
     def _options(self) -> dict[str, Any]:
         """The options that define what this monitor logs; two monitors of one class must differ in one of them.
         Subclasses add theirs."""
-        layers = (
-            None
-            if self.layers is None
-            else [x if isinstance(x, str) else f"{type(x).__name__}@{id(x):x}" for x in self.layers]
-        )
+        layers = None if self.layers is None else [layer_key(x) for x in self.layers]
         return {
             "layers": layers,
             "every_n_steps": self.every_n_steps,

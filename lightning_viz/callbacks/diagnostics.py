@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor
+from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor, layer_key
 from lightning_viz.diagnostics import (
     band_energies,
     dead_channel_fraction,
@@ -34,6 +34,7 @@ from lightning_viz.diagnostics import (
 from lightning_viz.diagnostics.verdicts import Thresholds, learning_rate_verdict, stride_verdict
 from lightning_viz.methods import conv_layer_names, project_units, resolve_layer, stage_layers, top_k_units
 from lightning_viz.methods._hooks import forward_until
+from lightning_viz.methods._layers import named_layers
 from lightning_viz.probe import ProbeBatch
 
 __all__ = ["CUSTOM_SCALARS_LAYOUT", "TrainingDiagnostics"]
@@ -109,9 +110,12 @@ class TrainingDiagnostics(ProbeMonitor):
 
     @override
     def _options(self) -> dict[str, Any]:
-        first = self.first_layer
-        named = first if first is None or isinstance(first, str) else f"{type(first).__name__}@{id(first):x}"
-        return {**super()._options(), "first_layer": named, "top_k": self.top_k, "thresholds": self.thresholds}
+        return {
+            **super()._options(),
+            "first_layer": layer_key(self.first_layer),
+            "top_k": self.top_k,
+            "thresholds": self.thresholds,
+        }
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -211,5 +215,4 @@ class TrainingDiagnostics(ProbeMonitor):
 
 
 def _convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    return [(name, module) for name, module in ((n, resolve_layer(model, n)[1]) for n in conv_layer_names(model))
-            if isinstance(module, nn.Conv2d)]  # fmt: skip
+    return [(name, module) for name, module in named_layers(model) if isinstance(module, nn.Conv2d)]

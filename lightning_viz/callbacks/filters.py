@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor
+from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor, layer_key
 from lightning_viz.methods import conv_layer_names, resolve_layer, stage_layers, top_k_units
 from lightning_viz.methods._hooks import forward_until
 from lightning_viz.methods.activation_max import ActivationMaxConfig, maximize_channels
@@ -102,10 +102,10 @@ class FilterMonitor(ProbeMonitor):
 
     @override
     def _options(self) -> dict[str, Any]:
-        named = {"filter_layer": self.filter_layer, "activation_max_layer": self.activation_max_layer}
         return {
             **super()._options(),
-            **{k: v if v is None or isinstance(v, str) else f"{type(v).__name__}@{id(v):x}" for k, v in named.items()},
+            "filter_layer": layer_key(self.filter_layer),
+            "activation_max_layer": layer_key(self.activation_max_layer),
             "activation_max_channels": self.activation_max_channels,
             "activation_max_every_n_steps": self.activation_max_every_n_steps,
         }

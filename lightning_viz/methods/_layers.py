@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from lightning_viz.methods._hooks import forward_outputs
 
-__all__ = ["conv_layer_names", "default_cam_layer", "layer_name", "named_layers", "resolve_layer", "stage_layers"]
+__all__ = ["conv_layer_names", "default_cam_layer", "named_layers", "resolve_layer", "stage_layers"]
 
 
 # Pooling halves the resolution Grad-CAM can show (and VGG's AdaptiveAvgPool2d(7) at a 64 px input blows a 2x2
@@ -83,11 +83,6 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
         f"unknown layer {layer!r}. Close matches: {close or 'none'}. "
         f"Convolution layers of this model: {convs or 'none'}."
     )
-
-
-def layer_name(model: nn.Module, layer: str | nn.Module) -> str:
-    """Return the clean dotted name of a layer (see :func:`resolve_layer`)."""
-    return resolve_layer(model, layer)[0]
 
 
 def _feature_maps(model: nn.Module, images: Tensor) -> list[tuple[str, tuple[int, int]]]:
