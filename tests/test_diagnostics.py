@@ -175,3 +175,4 @@ def test_class_sensitivity_known_answers() -> None:
     assert torch.allclose(class_sensitivity(a, 2 * a + 1), torch.ones(3, dtype=torch.float64))
     assert torch.allclose(class_sensitivity(a, -a), -torch.ones(3, dtype=torch.float64))
     assert class_sensitivity(a, torch.ones(3, 6, 6)).tolist() == [0.0, 0.0, 0.0]
+    assert class_sensitivity(torch.ones(3, 6, 6), torch.zeros(3, 6, 6)).tolist() == [1.0, 1.0, 1.0]

@@ -13,6 +13,7 @@ PACKAGE = Path(lightning_viz.__file__).parent
 def test_public_api_is_locked() -> None:
     assert lightning_viz.__all__ == [
         "DeconvNetMonitor",
+        "ExplanationQualityMonitor",
         "FilterMonitor",
         "GradCAMMonitor",
         "ProbeBatch",

@@ -46,8 +46,8 @@ def test_the_update_ratio_is_measured_around_the_real_step(tmp_path: Path) -> No
     assert [(e.step, e.value) for e in ratios] == [(2, 0.0), (4, 0.0)]
 
 
-def test_custom_scalars_layout_groups_the_three_questions() -> None:
-    assert set(CUSTOM_SCALARS_LAYOUT) == {"kernel size", "stride", "learning rate"}
+def test_custom_scalars_layout_groups_the_four_questions() -> None:
+    assert set(CUSTOM_SCALARS_LAYOUT) == {"kernel size", "stride", "learning rate", "explanation quality"}
 
 
 def test_bad_arguments() -> None:

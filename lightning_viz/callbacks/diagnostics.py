@@ -58,6 +58,13 @@ CUSTOM_SCALARS_LAYOUT = {
         "first-layer RMS growth": ["Multiline", [r"diagnostics/rms_growth/.*"]],
         "CKA with the previous probe": ["Multiline", [r"diagnostics/cka_previous/.*"]],
     },
+    "explanation quality": {
+        "pointing game (vs chance)": ["Multiline", [r"quality/.*/(energy_)?pointing_game(_chance)?"]],
+        "deletion / insertion AUC": ["Multiline", [r"quality/.*/(deletion|insertion)_auc"]],
+        "class sensitivity (low: depends on the class)": ["Multiline", [r"quality/.*/class_sensitivity"]],
+        "randomisation (low: passes)": ["Multiline", [r"quality/.*/randomization"]],
+        "stability, blank maps": ["Multiline", [r"quality/.*/(stability|blank_maps)"]],
+    },
 }
 
 

@@ -16,7 +16,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["class_sensitivity", "energy_pointing_game", "pointing_game"]
+from lightning_viz.diagnostics.stability import rank_correlation
+
+__all__ = [
+    "blank_maps",
+    "class_sensitivity",
+    "energy_pointing_game",
+    "map_stability",
+    "pointing_game",
+    "randomization_similarity",
+]
 
 
 def _check(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
@@ -54,13 +63,46 @@ def energy_pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
 
 
 def class_sensitivity(maps_a: Tensor, maps_b: Tensor) -> Tensor:
-    """Per image, the Pearson correlation between the maps for two classes: Tensor of shape (N,), in [-1, 1]
-    (0 where either map is constant)."""
+    """Per image, the Pearson correlation between the maps for two classes: Tensor of shape (N,), in [-1, 1].
+
+    Two constant maps count as identical (1: the map does not depend on the class, as the blank Grad-CAM maps of a
+    network whose last features are dead); one constant map against a varying one scores 0.
+    """
     if maps_a.shape != maps_b.shape or maps_a.dim() < 2:
         raise ValueError(f"maps must have one shape (N, ...), got {tuple(maps_a.shape)} and {tuple(maps_b.shape)}")
     a = maps_a.detach().double().flatten(1)
     b = maps_b.detach().double().flatten(1)
     a = a - a.mean(dim=1, keepdim=True)
     b = b - b.mean(dim=1, keepdim=True)
-    norm = a.norm(dim=1) * b.norm(dim=1)
-    return torch.where(norm > 0, (a * b).sum(dim=1) / norm.clamp_min(1e-300), torch.zeros_like(norm))
+    norm_a, norm_b = a.norm(dim=1), b.norm(dim=1)
+    corr = (a * b).sum(dim=1) / (norm_a * norm_b).clamp_min(1e-300)
+    corr = torch.where((norm_a > 0) & (norm_b > 0), corr, torch.zeros_like(corr))
+    return torch.where((norm_a == 0) & (norm_b == 0), torch.ones_like(corr), corr)
+
+
+def blank_maps(maps: Tensor) -> Tensor:
+    """Per image, whether the map is constant (all zero, for Grad-CAM): bool Tensor of shape (N,). A blank map
+    explains nothing; many of them mean the explained layer's activations or gradients are zero. Cost: none."""
+    if maps.dim() < 2:
+        raise ValueError(f"maps must have shape (N, ...), got {tuple(maps.shape)}")
+    flat = maps.detach().flatten(1)
+    return flat.amax(dim=1) == flat.amin(dim=1)
+
+
+def _rank_similarity(maps_a: Tensor, maps_b: Tensor) -> Tensor:
+    if maps_a.shape != maps_b.shape or maps_a.dim() != 3:
+        raise ValueError(f"maps must both have shape (N, H, W), got {tuple(maps_a.shape)} and {tuple(maps_b.shape)}")
+    return rank_correlation(maps_a.flatten(1), maps_b.flatten(1))
+
+
+def randomization_similarity(maps: Tensor, randomized_maps: Tensor) -> Tensor:
+    """Per image, the Spearman rank correlation between a method's maps for the trained model and for the model
+    with its top layers re-initialised (the maps for the same classes): Tensor of shape (N,), in [-1, 1]. High
+    means the map does not depend on what those layers learned."""
+    return _rank_similarity(maps, randomized_maps)
+
+
+def map_stability(maps: Tensor, previous: Tensor) -> Tensor:
+    """Per image, the Spearman rank correlation between a map and the same map (same image, same class) at the
+    previous probe: Tensor of shape (N,), in [-1, 1]."""
+    return _rank_similarity(maps, previous)

@@ -1,4 +1,4 @@
-"""From numbers to plain-language verdicts on the stride and the learning rate.
+"""From numbers to plain-language verdicts on the stride and the learning rate, and warnings on explanation maps.
 
 Each verdict compares measured numbers with thresholds and says what to try. The default thresholds were chosen
 from the validation study (``python benchmarks/diagnosis_study.py``: ZF-style net on Shapes, SGD with momentum
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Thresholds", "Verdict", "learning_rate_verdict", "stride_verdict"]
+__all__ = ["QualityThresholds", "Thresholds", "Verdict", "learning_rate_verdict", "quality_warnings", "stride_verdict"]
 
 
 @dataclass(frozen=True)
@@ -88,3 +88,63 @@ def learning_rate_verdict(
                        f"{t.low_update_ratio:g} (about 1e-3 is healthy); try a rate ten times larger")  # fmt: skip
     shown = "no update ratio at this step" if r is None else f"update/weight ratio {r:.2g}"
     return Verdict("learning_rate", 0, f"learning rate ok: {shown}, dead channels {dead_channels:.0%}")
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """When :class:`~lightning_viz.ExplanationQualityMonitor` warns that a method's maps should not be trusted.
+
+    Args:
+        class_sensitivity: the maps for the predicted and the least likely class correlate above this: the maps do
+            not depend on the class. Measured on Shapes (ShapesNet, 16 probe images): Grad-CAM -0.3 to -0.1,
+            deconvnet +0.2, guided backpropagation +0.1 to +0.4 once trained.
+        randomization: the maps of the trained and of the re-initialised network rank-correlate above this: the
+            maps show the input rather than what the network learned. Shapes, every layer re-initialised, five
+            draws on each of two trained nets: Grad-CAM -0.04 to 0.38, deconvnet 0.49 to 0.58.
+        blank_maps: more than this share of the probe's maps is constant: nothing to explain with (a dead layer).
+    """
+
+    class_sensitivity: float = 0.5
+    randomization: float = 0.5
+    blank_maps: float = 0.5
+
+
+def quality_warnings(method: str, values: dict[str, float], thresholds: QualityThresholds) -> list[str]:
+    """Plain-language warnings from one method's explanation-quality numbers (missing numbers are skipped).
+
+    Args:
+        method: the method's name, as shown to the user.
+        values: metric name (``class_sensitivity``, ``randomization``, ``blank_maps``, ``deletion_auc``,
+            ``insertion_auc``, ``pointing_game``, ``pointing_game_chance``) -> value.
+        thresholds: the limits.
+
+    Returns:
+        One line per problem found, empty when none is.
+    """
+    t, found = thresholds, []
+    blank = values.get("blank_maps")
+    if blank is not None and blank > t.blank_maps:
+        found.append(f"{method}: {blank:.0%} of the probe's maps are blank (limit {t.blank_maps:.0%}): the "
+                     "explained layer's activations or gradients are zero, a sign of dead units; check the learning "
+                     "rate")  # fmt: skip
+    cs = values.get("class_sensitivity")
+    if cs is not None and cs > t.class_sensitivity:
+        dead = " (for Grad-CAM a sign of a dead or collapsed network)" if method == "gradcam" else ""
+        found.append(f"{method}: maps barely depend on the class (correlation {cs:+.2f} between the maps for the "
+                     f"predicted and the least likely class > {t.class_sensitivity}){dead}: they show what the image "
+                     "contains, not why the class was predicted")  # fmt: skip
+    rs = values.get("randomization")
+    if rs is not None and rs > t.randomization:
+        found.append(f"{method}: maps survive re-initialising the network (rank correlation {rs:+.2f} > "
+                     f"{t.randomization}): they reflect the input more than what the network learned "
+                     "(Adebayo et al. 2018); do not read them as explanations")  # fmt: skip
+    deletion, insertion = values.get("deletion_auc"), values.get("insertion_auc")
+    if deletion is not None and insertion is not None and deletion >= insertion:
+        found.append(f"{method}: removing the top-ranked pixels hurts the prediction no more than restoring them "
+                     f"helps (deletion AUC {deletion:.2f} >= insertion AUC {insertion:.2f}): the maps do not point "
+                     "at what the prediction uses")  # fmt: skip
+    pg, chance = values.get("pointing_game"), values.get("pointing_game_chance")
+    if pg is not None and chance is not None and pg <= chance:
+        found.append(f"{method}: the maps' peaks fall on the object no more often than chance (pointing game "
+                     f"{pg:.2f} <= {chance:.2f}, the objects' area share)")  # fmt: skip
+    return found

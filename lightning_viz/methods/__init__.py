@@ -5,6 +5,7 @@ from lightning_viz.methods._layers import conv_layer_names, default_cam_layer, r
 from lightning_viz.methods._relu_rules import RULES, Rule, relu_rule
 from lightning_viz.methods.deconvnet import TopUnits, deconvnet, project_units, receptive_fields, top_k_units
 from lightning_viz.methods.grad_cam import grad_cam, grad_cam_maps, normalize_maps
+from lightning_viz.methods.randomization import parametrized_layers, reinitialized
 
 __all__ = [
     "RULES",
@@ -17,8 +18,10 @@ __all__ = [
     "grad_cam_maps",
     "isolated",
     "normalize_maps",
+    "parametrized_layers",
     "project_units",
     "receptive_fields",
+    "reinitialized",
     "relu_rule",
     "resolve_layer",
     "stage_layers",

@@ -1,0 +1,220 @@
+"""ExplanationQualityMonitor: numbers that say how far the Grad-CAM and deconvnet pictures can be trusted, logged
+next to the pictures at every probe."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor
+from lightning_viz.callbacks.diagnostics import CUSTOM_SCALARS_LAYOUT
+from lightning_viz.diagnostics import (
+    blank_maps,
+    class_sensitivity,
+    deletion_insertion,
+    energy_pointing_game,
+    map_stability,
+    pointing_game,
+    randomization_similarity,
+)
+from lightning_viz.diagnostics.verdicts import QualityThresholds, quality_warnings
+from lightning_viz.methods import (
+    deconvnet,
+    default_cam_layer,
+    grad_cam_maps,
+    parametrized_layers,
+    reinitialized,
+    resolve_layer,
+)
+from lightning_viz.probe import ProbeBatch
+
+__all__ = ["METHODS", "ExplanationQualityMonitor"]
+
+METHODS = ("gradcam", "deconvnet", "guided")
+
+# Offset from the monitor's seed: with seed_everything(0) before building the model, seed 0 itself would redraw the
+# network's initial weights, and the check would compare the network with its own starting point.
+_REINIT_SEED = 2018_12_03
+
+Explainer = Callable[[nn.Module, Tensor, list[Tensor]], list[Tensor]]
+
+
+def _grad_cam_explainer(layer: nn.Module) -> Explainer:
+    def explain(model: nn.Module, images: Tensor, targets: list[Tensor]) -> list[Tensor]:
+        _, maps = grad_cam_maps(model, images, [layer], list(targets))
+        return next(iter(maps.values()))
+
+    return explain
+
+
+def _backprop_explainer(rule: str) -> Explainer:
+    """Deconvnet or guided backpropagation of the class score to the pixels; the map is the per-pixel L1 norm over
+    colour channels. All targets go through one forward and one backward pass of a stacked batch."""
+
+    def explain(model: nn.Module, images: Tensor, targets: list[Tensor]) -> list[Tensor]:
+        stacked = images.repeat(len(targets), 1, 1, 1)
+        projections = deconvnet(model, stacked, target=torch.cat(targets), rule=rule)  # type: ignore[arg-type]
+        return list(torch.split(projections.abs().sum(dim=1).float(), len(images)))
+
+    return explain
+
+
+class ExplanationQualityMonitor(ProbeMonitor):
+    """Log how far each method's maps can be trusted, as ``quality/<method>/<metric>``, with text warnings.
+
+    For each method (``"gradcam"``, ``"deconvnet"``, ``"guided"``) and each probe, computed on the maps for each
+    image's predicted class (see :mod:`lightning_viz.diagnostics.quality` and
+    :mod:`lightning_viz.diagnostics.faithfulness` for definitions and sources):
+
+    - ``pointing_game``, ``energy_pointing_game`` (where the probe has masks, on the maps for the true class) and
+      ``pointing_game_chance`` (the objects' area share, what a constant map scores);
+    - ``deletion_auc`` (lower is better) and ``insertion_auc`` (higher is better), in ``steps`` batched steps with
+      ROAD's noisy linear imputation;
+    - ``class_sensitivity``: correlation of the maps for the predicted and the least likely class (low: the map
+      depends on the class; near +1: it does not);
+    - ``randomization``: rank correlation of the maps with those of the network re-initialised (Adebayo et al.
+      2018), computed with fresh tensors swapped in, never touching the training model;
+    - ``stability``: rank correlation with the same maps (true class, else predicted) at the previous probe;
+    - ``blank_maps``: share of constant maps.
+
+    The text ``quality/warnings`` says which maps should not be trusted right now, and why. Cost per probe and
+    method: about 2 forward and 2 backward passes for the maps (3 targets in one pass, the re-initialised network
+    in another) and ``2 * steps`` forward passes for deletion and insertion; logged as ``viz/overhead_ms/...``.
+
+    Args:
+        methods: the methods to assess.
+        layers: the Grad-CAM layer, by dotted name or module; None: the last convolutional feature map.
+        steps: steps along the deletion and insertion curves.
+        randomize_top: how many layers with parameters to re-initialise, counted from the output (1: the
+            classifier head); None: all of them, the end of Adebayo's cascade. On Shapes re-initialising only the
+            head left Grad-CAM maps rank-correlated 0.05 to 0.91 with the trained ones, depending on the draw, since
+            one object dominates every feature map; re-initialising all layers separates the methods (see
+            :class:`~lightning_viz.diagnostics.verdicts.QualityThresholds`).
+        thresholds: when to warn.
+        **kwargs: probe, cadence and error options of :class:`~lightning_viz.callbacks.ProbeMonitor`; ``seed`` also
+            seeds the re-initialised weights (offset, so as not to redraw the network's initial weights), the same
+            at every probe.
+
+    Example::
+
+        >>> from pytorch_lightning import Trainer
+        >>> from pytorch_lightning.loggers import TensorBoardLogger
+        >>> trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[ExplanationQualityMonitor()])
+    """
+
+    def __init__(
+        self,
+        methods: Sequence[str] = ("gradcam", "deconvnet"),
+        layers: str | nn.Module | None = None,
+        steps: int = 8,
+        randomize_top: int | None = None,
+        thresholds: QualityThresholds | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(layers=layers, **kwargs)
+        if isinstance(methods, str):
+            methods = [methods]
+        unknown = [m for m in methods if m not in METHODS]
+        if not methods or unknown or len(set(methods)) != len(methods):
+            raise ValueError(f"methods must be distinct names from {METHODS}, got {methods!r}")
+        if self.layers is not None and len(self.layers) != 1:
+            raise ValueError(f"layers must name one Grad-CAM layer, got {layers!r}")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        if randomize_top is not None and (not isinstance(randomize_top, int) or randomize_top < 1):
+            raise ValueError(f"randomize_top must be a positive int or None, got {randomize_top!r}")
+        self.methods = list(methods)
+        self.steps = steps
+        self.randomize_top = randomize_top
+        self.thresholds = thresholds or QualityThresholds()
+        self._previous: dict[str, Tensor] = {}
+
+    @override
+    def _options(self) -> dict[str, Any]:
+        return {**super()._options(), "methods": self.methods, "steps": self.steps, "randomize_top": self.randomize_top}
+
+    @override
+    def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
+        return [default_cam_layer(model, images)]
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self._writer is not None and trainer.global_step == 0:
+            self._writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)
+        super().on_train_start(trainer, pl_module)
+
+    def _explainers(self, model: nn.Module) -> dict[str, Explainer]:
+        layer = resolve_layer(model, self.layer_names[0])[1]
+        every: dict[str, Callable[[], Explainer]] = {
+            "gradcam": lambda: _grad_cam_explainer(layer),
+            "deconvnet": lambda: _backprop_explainer("deconvnet"),
+            "guided": lambda: _backprop_explainer("guided"),
+        }
+        return {m: every[m]() for m in self.methods}
+
+    @override
+    def compute(self, model: nn.Module, probe: ProbeBatch, step: int) -> ProbeLogs:
+        images = probe.images
+        with torch.no_grad():
+            logits = model(images.clone())
+        predicted, least = logits.argmax(dim=1), logits.argmin(dim=1)
+        truth = None if probe.labels is None else probe.labels.to(predicted.device)
+        targets = [predicted, least] if truth is None else [predicted, least, truth]
+        layers = parametrized_layers(model, images)
+        top = layers if self.randomize_top is None else layers[-self.randomize_top :]
+        randomized = reinitialized(model, top, _REINIT_SEED + self.seed)
+        masks = probe.masks
+
+        logs, warnings = ProbeLogs(), []
+        overhead = f"viz/overhead_ms/{type(self).__name__}"
+        for method, explain in self._explainers(model).items():
+            values: dict[str, float] = {}
+            start = time.perf_counter()
+            maps = explain(model, images, targets)
+            for_predicted, for_least = maps[0].cpu(), maps[1].cpu()
+            reference = maps[-1].cpu()  # the true class where known
+            values["blank_maps"] = float(blank_maps(for_predicted).double().mean())
+            values["class_sensitivity"] = float(class_sensitivity(for_predicted, for_least).mean())
+            if masks is not None:
+                values["pointing_game"] = float(pointing_game(reference, masks.cpu()).mean())
+                values["energy_pointing_game"] = float(energy_pointing_game(reference, masks.cpu()).mean())
+                values["pointing_game_chance"] = float((masks.cpu() > 0.5).double().mean())
+            if method in self._previous:
+                values["stability"] = float(map_stability(reference, self._previous[method]).mean())
+            self._previous[method] = reference
+            logs.scalars[f"{overhead}/{method}/maps"] = 1000 * (time.perf_counter() - start)
+
+            start = time.perf_counter()
+            again = explain(randomized, images, [predicted])[0].cpu()
+            values["randomization"] = float(randomization_similarity(for_predicted, again).mean())
+            logs.scalars[f"{overhead}/{method}/randomization"] = 1000 * (time.perf_counter() - start)
+
+            start = time.perf_counter()
+            curves = deletion_insertion(model, images, maps[0], predicted, self.steps, seed=self.seed)
+            values["deletion_auc"] = float(curves.deletion.mean())
+            values["insertion_auc"] = float(curves.insertion.mean())
+            logs.scalars[f"{overhead}/{method}/deletion_insertion"] = 1000 * (time.perf_counter() - start)
+
+            for metric, value in values.items():
+                logs.scalars[f"quality/{method}/{metric}"] = value
+            warnings += quality_warnings(method, values, self.thresholds)
+        if warnings:
+            logs.texts["quality/warnings"] = "\n\n".join(f"- {w}" for w in warnings)
+        else:
+            logs.texts["quality/warnings"] = f"No warnings at step {step}: every check passed for {self.methods}."
+        return logs
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "previous": dict(self._previous)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._previous = dict(state_dict.get("previous", {}))
