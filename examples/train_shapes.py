@@ -19,7 +19,13 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_viz import DeconvNetMonitor, FilterMonitor, GradCAMMonitor, TrainingDiagnostics
+from lightning_viz import (
+    DeconvNetMonitor,
+    ExplanationQualityMonitor,
+    FilterMonitor,
+    GradCAMMonitor,
+    TrainingDiagnostics,
+)
 from lightning_viz.data import Shapes
 
 
@@ -92,6 +98,7 @@ def main() -> None:
         DeconvNetMonitor(every_n_steps=every),
         FilterMonitor(every_n_steps=every, activation_max_every_n_steps=8 if args.fast else 250),
         TrainingDiagnostics(every_n_steps=every),
+        ExplanationQualityMonitor(every_n_steps=every, early_steps=()),
     ]
     trainer = Trainer(
         max_epochs=1 if args.fast else args.epochs,
