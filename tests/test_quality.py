@@ -312,3 +312,45 @@ def test_the_mask_beats_a_random_map_at_deletion_and_insertion(trained_shapes: t
     by_chance = deletion_insertion(model, images, noise, predicted)
     assert by_mask.deletion.mean() < by_chance.deletion.mean() - 0.05
     assert by_mask.insertion.mean() > by_chance.insertion.mean() + 0.05
+
+
+# -- other model shapes ---------------------------------------------------------------------------------------------
+
+
+def _probe_once(model: nn.Module, images: torch.Tensor, masks: torch.Tensor | None = None) -> dict[str, float]:
+    from lightning_viz import ProbeBatch
+    from lightning_viz.methods import default_cam_layer, isolated
+
+    monitor = ExplanationQualityMonitor(methods=("gradcam", "deconvnet", "guided"), steps=2)
+    with isolated(model):
+        monitor.layer_names = [default_cam_layer(model, images)]
+        labels = torch.arange(len(images)) % 3
+        logs = monitor.compute(model, ProbeBatch(images, labels, masks), step=0)
+    return logs.scalars
+
+
+def test_resnet18_with_masks_and_an_odd_image_size() -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = torch.randn(4, 3, 45, 61)
+    masks = torch.zeros(4, 45, 61)
+    masks[:, 10:30, 20:40] = 1
+    scalars = _probe_once(model, images, masks)
+    for method in ("gradcam", "deconvnet", "guided"):
+        assert 0 <= scalars[f"quality/{method}/pointing_game"] <= 1
+        assert scalars[f"quality/{method}/pointing_game_chance"] == pytest.approx(400 / (45 * 61))
+        assert -1 <= scalars[f"quality/{method}/randomization"] <= 1
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_compiled_submodule_and_bfloat16_parameters(awkward_net: AwkwardNet) -> None:
+    images = torch.randn(3, 3, 16, 16)
+    compiled = nn.Sequential(torch.compile(awkward_net, backend="eager"))
+    compiled(images)
+    scalars = _probe_once(compiled, images)
+    assert -1 <= scalars["quality/gradcam/randomization"] <= 1
+    half = _probe_once(AwkwardNet().to(torch.bfloat16), images.to(torch.bfloat16))
+    assert 0 <= half["quality/deconvnet/insertion_auc"] <= 1
