@@ -207,7 +207,8 @@ class ExplanationQualityMonitor(ProbeMonitor):
         if warnings:
             logs.texts["quality/warnings"] = "\n\n".join(f"- {w}" for w in warnings)
         else:
-            logs.texts["quality/warnings"] = f"No warnings at step {step}: every check passed for {self.methods}."
+            passed = ", ".join(self.methods)
+            logs.texts["quality/warnings"] = f"No warnings at step {step}: {passed} passed every check."
         return logs
 
     @override

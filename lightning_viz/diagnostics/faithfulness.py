@@ -25,6 +25,7 @@ from torch import Tensor
 
 __all__ = ["DeletionInsertion", "deletion_insertion", "noisy_linear_imputation"]
 
+
 def _neighbour_sum(x: Tensor) -> Tensor:
     """ROAD's weighted sum of each pixel's 8 neighbours, per channel, zero beyond the border: 1/6 for each direct
     neighbour, 1/12 for each diagonal one, i.e. ([1, 2, 1] x [1, 2, 1] - 4 * centre) / 12, done separably."""
