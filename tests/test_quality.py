@@ -354,3 +354,20 @@ def test_compiled_submodule_and_bfloat16_parameters(awkward_net: AwkwardNet) -> 
     assert -1 <= scalars["quality/gradcam/randomization"] <= 1
     half = _probe_once(AwkwardNet().to(torch.bfloat16), images.to(torch.bfloat16))
     assert 0 <= half["quality/deconvnet/insertion_auc"] <= 1
+
+
+def test_without_labels_the_predicted_class_is_the_reference(awkward_net: AwkwardNet) -> None:
+    from lightning_viz import ProbeBatch
+    from lightning_viz.methods import grad_cam, isolated
+
+    model = awkward_net.eval()
+    images = torch.randn(4, 3, 16, 16)
+    masks = torch.zeros(4, 16, 16)
+    masks[:, :8, :8] = 1
+    monitor = ExplanationQualityMonitor(methods=("gradcam",), layers="conv3", steps=2)
+    monitor.layer_names = ["conv3"]
+    with isolated(model):
+        logs = monitor.compute(model, ProbeBatch(images, masks=masks), step=0)
+        own = grad_cam(model, images, "conv3")  # predicted class
+    assert torch.equal(monitor._previous["gradcam"], own)
+    assert 0 <= logs.scalars["quality/gradcam/pointing_game"] <= 1

@@ -178,9 +178,10 @@ class ExplanationQualityMonitor(ProbeMonitor):
             start = time.perf_counter()
             maps = explain(model, images, targets)
             for_predicted, for_least = maps[0].cpu(), maps[1].cpu()
-            reference = maps[-1].cpu()  # the true class where known
+            reference = maps[0 if truth is None else 2].cpu()  # the true class where known
             values["blank_maps"] = float(blank_maps(for_predicted).double().mean())
-            values["class_sensitivity"] = float(class_sensitivity(for_predicted, for_least).mean())
+            if logits.shape[1] > 1:  # a single logit has no other class to compare with
+                values["class_sensitivity"] = float(class_sensitivity(for_predicted, for_least).mean())
             if masks is not None:
                 values["pointing_game"] = float(pointing_game(reference, masks.cpu()).mean())
                 values["energy_pointing_game"] = float(energy_pointing_game(reference, masks.cpu()).mean())
