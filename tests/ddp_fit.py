@@ -10,7 +10,7 @@ from conftest import AwkwardNet, Classifier, random_loader
 from pytorch_lightning import Trainer, seed_everything
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_viz import GradCAMMonitor
+from lightning_viz import ExplanationQualityMonitor, GradCAMMonitor
 
 
 def main(out: Path) -> None:
@@ -22,7 +22,7 @@ def main(out: Path) -> None:
         devices=2,
         max_steps=6,
         logger=TensorBoardLogger(str(out), name="ddp"),
-        callbacks=[monitor],
+        callbacks=[monitor, ExplanationQualityMonitor(every_n_steps=2, early_steps=(), steps=2)],
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,

@@ -23,5 +23,6 @@ def test_only_rank_zero_probes_and_nothing_hangs(tmp_path: Path) -> None:
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert rank0["global_step"] == rank1["global_step"] == 6
     assert rank0["last_step"] == 6 and rank1["last_step"] is None  # rank 1 never probed
-    steps = [e.step for e in read_events(rank0["log_dir"]).Images("gradcam/net.conv3")]
-    assert steps == [0, 2, 4, 6]
+    events = read_events(rank0["log_dir"])
+    assert [e.step for e in events.Images("gradcam/net.conv3")] == [0, 2, 4, 6]
+    assert [e.step for e in events.Scalars("quality/gradcam/randomization")] == [0, 2, 4, 6]
