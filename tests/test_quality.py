@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+import torchvision
 from conftest import (
     AwkwardNet,
     Classifier,
@@ -22,7 +23,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lightning_viz import ExplanationQualityMonitor
+from lightning_viz import ExplanationQualityMonitor, ProbeBatch
 from lightning_viz.data import Shapes
 from lightning_viz.diagnostics import (
     blank_maps,
@@ -33,7 +34,7 @@ from lightning_viz.diagnostics import (
     randomization_similarity,
 )
 from lightning_viz.diagnostics.verdicts import QualityThresholds, quality_warnings
-from lightning_viz.methods import parametrized_layers, reinitialized
+from lightning_viz.methods import default_cam_layer, grad_cam, isolated, parametrized_layers, reinitialized
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
 from train_shapes import ShapesNet
@@ -318,8 +319,6 @@ def test_the_mask_beats_a_random_map_at_deletion_and_insertion(trained_shapes: t
 
 
 def _probe_once(model: nn.Module, images: torch.Tensor, masks: torch.Tensor | None = None) -> dict[str, float]:
-    from lightning_viz import ProbeBatch
-    from lightning_viz.methods import default_cam_layer, isolated
 
     monitor = ExplanationQualityMonitor(methods=("gradcam", "deconvnet", "guided"), steps=2)
     with isolated(model):
@@ -330,7 +329,6 @@ def _probe_once(model: nn.Module, images: torch.Tensor, masks: torch.Tensor | No
 
 
 def test_resnet18_with_masks_and_an_odd_image_size() -> None:
-    import torchvision
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=3)
@@ -357,8 +355,6 @@ def test_compiled_submodule_and_bfloat16_parameters(awkward_net: AwkwardNet) -> 
 
 
 def test_without_labels_the_predicted_class_is_the_reference(awkward_net: AwkwardNet) -> None:
-    from lightning_viz import ProbeBatch
-    from lightning_viz.methods import grad_cam, isolated
 
     model = awkward_net.eval()
     images = torch.randn(4, 3, 16, 16)

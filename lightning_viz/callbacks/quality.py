@@ -134,6 +134,7 @@ class ExplanationQualityMonitor(ProbeMonitor):
         self.randomize_top = randomize_top
         self.thresholds = thresholds or QualityThresholds()
         self._previous: dict[str, Tensor] = {}
+        self._parametrized: list[str] | None = None
 
     @override
     def _options(self) -> dict[str, Any]:
@@ -149,14 +150,10 @@ class ExplanationQualityMonitor(ProbeMonitor):
             self._writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)
         super().on_train_start(trainer, pl_module)
 
-    def _explainers(self, model: nn.Module) -> dict[str, Explainer]:
-        layer = resolve_layer(model, self.layer_names[0])[1]
-        every: dict[str, Callable[[], Explainer]] = {
-            "gradcam": lambda: _grad_cam_explainer(layer),
-            "deconvnet": lambda: _backprop_explainer("deconvnet"),
-            "guided": lambda: _backprop_explainer("guided"),
-        }
-        return {m: every[m]() for m in self.methods}
+    def _explainer(self, method: str, model: nn.Module) -> Explainer:
+        if method == "gradcam":
+            return _grad_cam_explainer(resolve_layer(model, self.layer_names[0])[1])
+        return _backprop_explainer(method)
 
     @override
     def compute(self, model: nn.Module, probe: ProbeBatch, step: int) -> ProbeLogs:
@@ -166,14 +163,17 @@ class ExplanationQualityMonitor(ProbeMonitor):
         predicted, least = logits.argmax(dim=1), logits.argmin(dim=1)
         truth = None if probe.labels is None else probe.labels.to(predicted.device)
         targets = [predicted, least] if truth is None else [predicted, least, truth]
-        layers = parametrized_layers(model, images)
+        if self._parametrized is None:  # the forward order of the layers does not change: trace it once
+            self._parametrized = parametrized_layers(model, images)
+        layers = self._parametrized
         top = layers if self.randomize_top is None else layers[-self.randomize_top :]
         randomized = reinitialized(model, top, _REINIT_SEED + self.seed)
         masks = probe.masks
 
         logs, warnings = ProbeLogs(), []
         overhead = f"viz/overhead_ms/{type(self).__name__}"
-        for method, explain in self._explainers(model).items():
+        for method in self.methods:
+            explain = self._explainer(method, model)
             values: dict[str, float] = {}
             start = time.perf_counter()
             maps = explain(model, images, targets)

@@ -89,15 +89,14 @@ def reinitialized(model: nn.Module, layers: Sequence[str | nn.Module], seed: int
                 reset = getattr(sub, "reset_parameters", None)
                 if callable(reset):
                     reset()
-            originals = dict(module.named_parameters())
+            originals: dict[str, Tensor] = {**dict(module.named_parameters()), **dict(module.named_buffers())}
             with torch.no_grad():
                 for key, value in fresh.named_parameters():
                     before = originals[key].detach()
                     if torch.equal(value, before.cpu()):
                         value.normal_(0.0, float(before.float().std()) if before.numel() > 1 else 1.0)
-            device_of = {**dict(module.named_parameters()), **dict(module.named_buffers())}
             fresh_tensors: list[tuple[str, Tensor]] = [*fresh.named_parameters(), *fresh.named_buffers()]
             for key, tensor in fresh_tensors:
-                original = device_of[key]
+                original = originals[key]
                 replaced[f"{prefix}.{key}"] = tensor.detach().to(original.device, original.dtype)
     return _Reinitialized(model, replaced)
