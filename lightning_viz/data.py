@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-__all__ = ["SHAPES_MEAN", "SHAPES_STD", "Shapes", "denormalize"]
+__all__ = ["SHAPES_MEAN", "SHAPES_STD", "Shapes", "ShapesStyle", "denormalize"]
 
 # Per-channel mean/std of the raw images in [0, 1] (after uint8 quantisation), measured once over all pixels of
 # Shapes(size=60_000, seed=12345, normalize=False) and rounded to 3 decimals.
@@ -48,18 +49,50 @@ SHAPES_STD: tuple[float, float, float] = (0.174, 0.175, 0.175)
 
 _IMAGE_SIZE = 64
 _CHUNK = 512
-_CROP = 32  # > 2 * max radius + 1, so the window always contains the whole object
+_MIN_CROP = 32  # the window an object is rendered in: > 2 * max radius + 1, so it always contains the whole object
 _SHAPE_NAMES = ("disk", "square", "triangle")
-_FREQUENCY_NAMES = ("coarse", "fine")
-_FREQUENCIES = (1.0 / 8.0, 1.0 / 3.0)
-_CLASSES = tuple(f"{s}/{f}" for s in _SHAPE_NAMES for f in _FREQUENCY_NAMES)
-_RADIUS_RANGE = (9.0, 15.0)
+_FREQUENCY_NAMES = {1.0 / 8.0: "coarse", 1.0 / 3.0: "fine"}
 _BORDER = 1.0
 _BACKGROUND_MEAN_RANGE = (0.3, 0.7)
-_BACKGROUND_CONTRAST_RANGE = (0.08, 0.16)
 _BACKGROUND_CHROMA_WEIGHT = 0.7
 _OBJECT_MEAN_RANGE = (0.3, 0.7)
 _GRATING_AMPLITUDE = 0.3
+
+
+@dataclass(frozen=True)
+class ShapesStyle:
+    """What a variant of :class:`Shapes` draws differently: object sizes, grating frequencies, background contrast.
+
+    The defaults are the embedded dataset's. Variants keep the image size (64 x 64), the three shapes and the
+    normalisation constants, so one network can be trained on any of them.
+
+    Args:
+        radius_range: Range of the objects' circumradius in pixels; ``1 <= low <= high <= 30``.
+        frequencies: Grating frequencies in cycles per pixel, each in (0, 0.5]; one class per shape and frequency.
+        background_contrast: Range of the 1/f^2 background's standard deviation, ``0 <= low <= high``.
+
+    Example:
+        >>> small_fine = ShapesStyle(radius_range=(5.0, 9.0), frequencies=(1 / 6, 1 / 2.5))
+    """
+
+    radius_range: tuple[float, float] = (9.0, 15.0)
+    frequencies: tuple[float, ...] = (1.0 / 8.0, 1.0 / 3.0)
+    background_contrast: tuple[float, float] = (0.08, 0.16)
+
+    def __post_init__(self) -> None:
+        low, high = self.radius_range
+        if not 1.0 <= low <= high <= (_IMAGE_SIZE - 4) / 2:
+            raise ValueError(f"radius_range must satisfy 1 <= low <= high <= 30, got {self.radius_range!r}")
+        if not self.frequencies or any(not 0.0 < f <= 0.5 for f in self.frequencies):
+            raise ValueError(f"frequencies must be a non-empty tuple of values in (0, 0.5], got {self.frequencies!r}")
+        if not 0.0 <= self.background_contrast[0] <= self.background_contrast[1]:
+            raise ValueError(f"background_contrast must satisfy 0 <= low <= high, got {self.background_contrast!r}")
+
+    @property
+    def classes(self) -> list[str]:
+        """``"<shape>/<frequency>"``: the default frequencies are named coarse and fine, others by their value."""
+        names = [_FREQUENCY_NAMES.get(f, f"{f:.3g}cpp") for f in self.frequencies]
+        return [f"{shape}/{name}" for shape in _SHAPE_NAMES for name in names]
 
 
 def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator) -> Tensor:
@@ -103,12 +136,13 @@ def _pink_noise_pair(n: int, size: int, generator: torch.Generator) -> tuple[Ten
     return field.real, field.imag
 
 
-def _background(n: int, size: int, generator: torch.Generator) -> Tensor:
+def _background(n: int, size: int, contrast_range: tuple[float, float], generator: torch.Generator) -> Tensor:
     """Generates coloured 1/f^2 noise backgrounds (see the module docstring), not clamped.
 
     Args:
         n: Number of images.
         size: Height and width of each image in pixels.
+        contrast_range: Range of the background's standard deviation.
         generator: Source of randomness.
 
     Returns:
@@ -117,19 +151,20 @@ def _background(n: int, size: int, generator: torch.Generator) -> Tensor:
     luminance, chroma = _pink_noise_pair(n, size, generator)
     axis = torch.randn((n, 3, 1, 1), generator=generator)
     axis /= torch.linalg.vector_norm(axis, dim=1, keepdim=True).clamp_min(1e-12)
-    contrast = _uniform((n, 1, 1, 1), *_BACKGROUND_CONTRAST_RANGE, generator)
+    contrast = _uniform((n, 1, 1, 1), *contrast_range, generator)
     colour = _uniform((n, 3, 1, 1), *_BACKGROUND_MEAN_RANGE, generator)
     chroma_weight = _BACKGROUND_CHROMA_WEIGHT * axis
     luminance_scale = contrast / torch.sqrt(1.0 + chroma_weight**2)
     return torch.addcmul(colour, luminance_scale, luminance).addcmul_(luminance_scale * chroma_weight, chroma)
 
 
-def _render_chunk(labels: Tensor, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def _render_chunk(labels: Tensor, size: int, style: ShapesStyle, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Renders one chunk of images for the given class labels.
 
     Args:
-        labels: Tensor of shape (B,), int64, class indices in [0, 6).
+        labels: Tensor of shape (B,), int64, class indices in [0, 3 * len(style.frequencies)).
         size: Height and width of each image in pixels.
+        style: Object sizes, grating frequencies and background contrast.
         generator: Source of randomness.
 
     Returns:
@@ -137,12 +172,13 @@ def _render_chunk(labels: Tensor, size: int, generator: torch.Generator) -> tupl
         (B, size, size), bool.
     """
     b = labels.shape[0]
-    shape_index = (labels // len(_FREQUENCIES)).view(b, 1, 1)
-    frequency = torch.tensor(_FREQUENCIES, dtype=torch.float32)[labels % len(_FREQUENCIES)].view(b, 1, 1)
+    frequencies = style.frequencies
+    shape_index = (labels // len(frequencies)).view(b, 1, 1)
+    frequency = torch.tensor(frequencies, dtype=torch.float32)[labels % len(frequencies)].view(b, 1, 1)
 
-    images = _background(b, size, generator)
+    images = _background(b, size, style.background_contrast, generator)
 
-    radius = _uniform((b, 1, 1), *_RADIUS_RANGE, generator)
+    radius = _uniform((b, 1, 1), *style.radius_range, generator)
     low = radius + _BORDER
     high = (size - 1) - radius - _BORDER
     cx = low + (high - low) * torch.rand((b, 1, 1), generator=generator)
@@ -153,7 +189,7 @@ def _render_chunk(labels: Tensor, size: int, generator: torch.Generator) -> tupl
     object_mean = _uniform((b, 3, 1, 1), *_OBJECT_MEAN_RANGE, generator)
 
     # The object is rendered in a crop x crop window that contains it and then pasted into the background.
-    crop = _CROP
+    crop = min(size, max(_MIN_CROP, 2 * math.ceil(style.radius_range[1]) + 4))
     offsets = torch.arange(crop)
     x0 = (cx.floor().to(torch.int64) - (crop // 2 - 1)).clamp(0, size - crop)
     y0 = (cy.floor().to(torch.int64) - (crop // 2 - 1)).clamp(0, size - crop)
@@ -237,14 +273,17 @@ def denormalize(images: Tensor, mean: Sequence[float] = SHAPES_MEAN, std: Sequen
 class Shapes(Dataset[tuple[Tensor, Tensor, Tensor]]):
     """Synthetic 6-class dataset: 3 shapes x 2 grating frequencies on a 1/f^2 noise background.
 
-    All images are generated at construction (vectorised, 512 at a time) from a ``torch.Generator`` seeded with
-    ``seed``; the same seed gives bit-identical tensors. Labels are balanced: ``arange(size) % 6`` permuted with the
-    generator, so each class has ``size // 6`` or ``size // 6 + 1`` samples. See the module docstring for how images
-    are drawn.
+    ``style`` draws variants with other object sizes, grating frequencies (3 classes per frequency) and background
+    contrast, for testing that what works here works on other data too. All images are generated at construction
+    (vectorised, 512 at a time) from a ``torch.Generator`` seeded with ``seed``; the same seed gives bit-identical
+    tensors. Labels are balanced: ``arange(size) % 6`` permuted with the generator, so each class has ``size // 6``
+    or ``size // 6 + 1`` samples. See the module docstring for how images are drawn.
 
     Attributes:
         classes: Class names, ``"<shape>/<frequency>"`` with coarse = 1/8 and fine = 1/3 cycles per pixel; index
             ``label`` is ``2 * shape + frequency`` for shapes (disk, square, triangle) and frequencies (coarse, fine).
+            A ``style`` with other frequencies names them by value and has ``3 * len(style.frequencies)`` classes.
+        style: The variant drawn (:class:`ShapesStyle`).
         images: Tensor of shape (N, 3, 64, 64), uint8, values in [0, 255] (raw image times 255, rounded).
         targets: Tensor of shape (N,), int64, values in [0, 6).
         masks: Tensor of shape (N, 64, 64), bool, True on the object.
@@ -260,7 +299,9 @@ class Shapes(Dataset[tuple[Tensor, Tensor, Tensor]]):
     std: tuple[float, float, float] = SHAPES_STD
     image_size: int = _IMAGE_SIZE
 
-    def __init__(self, size: int = 6000, seed: int = 0, normalize: bool = True) -> None:
+    def __init__(
+        self, size: int = 6000, seed: int = 0, normalize: bool = True, style: ShapesStyle | None = None
+    ) -> None:
         """Generates the dataset.
 
         Args:
@@ -268,6 +309,7 @@ class Shapes(Dataset[tuple[Tensor, Tensor, Tensor]]):
             seed: Seed of the random generator, non-negative.
             normalize: If True, ``__getitem__`` returns images normalised with ``mean`` and ``std``; otherwise
                 images in [0, 1].
+            style: Object sizes, grating frequencies and background contrast; None: the embedded dataset's.
 
         Raises:
             TypeError: If an argument has the wrong type.
@@ -283,8 +325,11 @@ class Shapes(Dataset[tuple[Tensor, Tensor, Tensor]]):
             raise ValueError(f"seed must be non-negative, got {seed}")
         if not isinstance(normalize, bool):
             raise TypeError(f"normalize must be a bool, got {normalize!r}")
+        if style is not None and not isinstance(style, ShapesStyle):
+            raise TypeError(f"style must be a ShapesStyle or None, got {type(style).__name__}")
 
-        self.classes = list(_CLASSES)
+        self.style = style or ShapesStyle()
+        self.classes = self.style.classes
         self.seed = seed
         self.normalize = normalize
 
@@ -297,7 +342,7 @@ class Shapes(Dataset[tuple[Tensor, Tensor, Tensor]]):
         self.masks: Tensor = torch.empty((size, _IMAGE_SIZE, _IMAGE_SIZE), dtype=torch.bool)
         for start in range(0, size, _CHUNK):
             stop = min(start + _CHUNK, size)
-            images, masks = _render_chunk(self.targets[start:stop], _IMAGE_SIZE, generator)
+            images, masks = _render_chunk(self.targets[start:stop], _IMAGE_SIZE, self.style, generator)
             self.images[start:stop] = images
             self.masks[start:stop] = masks
 

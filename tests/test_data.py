@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from lightning_viz.data import SHAPES_MEAN, SHAPES_STD, Shapes, denormalize
+from lightning_viz.data import SHAPES_MEAN, SHAPES_STD, Shapes, ShapesStyle, denormalize
 
 SIZE = 600
 SEED = 3
@@ -237,8 +237,41 @@ def test_background_has_1_over_f2_power_spectrum(raw: Shapes) -> None:
         ({"size": True}, TypeError, "size must be an int, got True"),
         ({"seed": "0"}, TypeError, "seed must be an int, got '0'"),
         ({"normalize": 1}, TypeError, "normalize must be a bool, got 1"),
+        ({"style": {"radius_range": (3, 5)}}, TypeError, "style must be a ShapesStyle or None, got dict"),
     ],
 )
 def test_bad_arguments_raise(kwargs: dict[str, object], error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         Shapes(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_style_draws_variants_with_other_sizes_frequencies_and_background() -> None:
+    default = Shapes(size=60, seed=4)
+    same = Shapes(size=60, seed=4, style=ShapesStyle())
+    assert torch.equal(default.images, same.images) and default.classes == same.classes
+    small = Shapes(size=300, seed=4, style=ShapesStyle(radius_range=(4.0, 6.0), frequencies=(0.2, 0.3, 0.45)))
+    large = Shapes(size=300, seed=4, style=ShapesStyle(radius_range=(20.0, 28.0)))
+    assert len(small.classes) == 9 and small.classes[:3] == ["disk/0.2cpp", "disk/0.3cpp", "disk/0.45cpp"]
+    assert int(small.targets.max()) == 8
+    area = lambda ds: float(ds.masks.float().mean())  # noqa: E731
+    assert area(small) < area(default) / 4 and area(large) > 2 * area(default)  # the radii the style asks for
+    # whole objects, none cut off: at least 90 % of the smallest shape's area (a triangle's, 1.3 r^2) at r = 20
+    assert bool((large.masks.flatten(1).sum(1) > 0.9 * 3 * math.sqrt(3) / 4 * 20**2).all())
+    flat = Shapes(size=60, seed=4, normalize=False, style=ShapesStyle(background_contrast=(0.0, 0.0)))
+    outside = flat.images[0].float()[:, ~flat.masks[0]]
+    assert float(outside.std(dim=1).max()) < 1.0  # a flat background: one colour, up to uint8 rounding
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"radius_range": (0.5, 3.0)}, r"radius_range must satisfy 1 <= low <= high <= 30, got \(0.5, 3.0\)"),
+        ({"radius_range": (9.0, 31.0)}, r"radius_range must satisfy 1 <= low <= high <= 30"),
+        ({"frequencies": ()}, r"frequencies must be a non-empty tuple of values in \(0, 0.5\], got \(\)"),
+        ({"frequencies": (0.1, 0.6)}, r"frequencies must be a non-empty tuple of values in \(0, 0.5\]"),
+        ({"background_contrast": (0.2, 0.1)}, r"background_contrast must satisfy 0 <= low <= high, got \(0.2, 0.1\)"),
+    ],
+)
+def test_bad_styles_raise(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ShapesStyle(**kwargs)  # type: ignore[arg-type]
