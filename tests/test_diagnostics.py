@@ -9,14 +9,20 @@ import torch
 from torch import nn
 
 from lightning_viz.diagnostics import (
+    LossHistory,
+    alias_fraction,
     band_energies,
+    coverage_gap,
     dead_channel_fraction,
     dead_filters,
     dominance,
     dominant_band_shares,
+    energy_window,
     lattice_peak_ratio,
     linear_cka,
+    nonfinite_parameters,
     rank_correlation,
+    rim_share,
     rms_growth,
     shift_consistency,
     smoothness_index,
@@ -69,9 +75,92 @@ def test_uneven_overlap(kernel: int, stride: int, expected: float) -> None:
     assert uneven_overlap(kernel, stride) == pytest.approx(expected)
 
 
-def test_uneven_overlap_rejects_a_stride_larger_than_the_kernel() -> None:
-    with pytest.raises(ValueError, match="need 1 <= stride <= kernel, got kernel 3, stride 4"):
-        uneven_overlap(3, 4)
+def test_a_stride_larger_than_the_kernel_leaves_pixels_unseen() -> None:
+    assert uneven_overlap(3, 4) == math.inf  # some pixels are covered by no window at all
+    assert coverage_gap(1, 2) == 0.75 and coverage_gap(3, 4) == pytest.approx(1 - 9 / 16)
+    assert coverage_gap(7, 2) == 0.0 and coverage_gap(4, 4) == 0.0
+    with pytest.raises(ValueError, match="need a positive kernel and stride, got kernel 0, stride 2"):
+        coverage_gap(0, 2)
+    with pytest.raises(ValueError, match="need a positive kernel and stride, got kernel 3, stride 0"):
+        uneven_overlap(3, 0)
+
+
+def _centred(k: int, inner: int) -> torch.Tensor:
+    """Filters of size k x k that are 1 on the central inner x inner window and 0 elsewhere."""
+    weight = torch.zeros(4, 3, k, k)
+    lo = (k - inner) // 2
+    weight[..., lo : lo + inner, lo : lo + inner] = 1.0
+    return weight
+
+
+def test_rim_share_is_one_for_noise_zero_for_a_centred_filter_and_high_for_a_frame() -> None:
+    torch.manual_seed(0)
+    assert rim_share(torch.randn(2000, 3, 7, 7)) == pytest.approx(1.0, abs=0.02)
+    assert rim_share(_centred(7, 5)) == 0.0
+    frame = torch.ones(1, 1, 5, 5)
+    frame[..., 1:4, 1:4] = 0
+    assert rim_share(frame) == pytest.approx(25 / 16)  # all the energy on a ring that is 16/25 of the area
+    with pytest.raises(ValueError, match="kernels of size >= 3, got 1x1"):
+        rim_share(torch.ones(1, 1, 1, 1))
+
+
+def test_energy_window_is_the_size_the_filters_use() -> None:
+    assert energy_window(_centred(7, 3)) == 3
+    assert energy_window(_centred(11, 5)) == 5
+    assert energy_window(_centred(7, 1)) == 1
+    assert energy_window(_centred(8, 2)) == 2  # even kernels: even windows
+    assert energy_window(torch.ones(1, 1, 7, 7)) == 7  # an even spread needs the whole kernel for 90 %
+    assert energy_window(torch.ones(1, 1, 7, 7), share=0.5) == 5  # 25 of 49 pixels
+    assert energy_window(torch.zeros(1, 1, 5, 5)) == 5
+
+
+def test_alias_fraction_of_an_identity_and_of_a_blur() -> None:
+    torch.manual_seed(0)
+    noise = torch.randn(8, 3, 64, 64)
+    identity = nn.Conv2d(3, 3, 3, stride=2, padding=1, bias=False)
+    with torch.no_grad():
+        identity.weight.zero_()
+        for c in range(3):
+            identity.weight[c, c, 1, 1] = 1.0
+    # white noise passed unchanged: power is even, and 33 of 64 frequencies per axis are within 1/4 cycles/px
+    assert alias_fraction(identity, noise) == pytest.approx(1 - (33 / 64) ** 2, abs=0.02)
+    y, x = torch.meshgrid(torch.arange(9.0) - 4, torch.arange(9.0) - 4, indexing="ij")
+    blur = nn.Conv2d(3, 1, 9, stride=2, padding=4, bias=False)
+    with torch.no_grad():
+        blur.weight.copy_(torch.exp(-(x**2 + y**2) / (2 * 2.0**2)).expand(1, 3, 9, 9))
+    assert alias_fraction(blur, noise) < 0.01  # a low-pass filter leaves nothing to fold back
+    assert alias_fraction(identity, noise, weight=blur.weight.expand(3, 3, 9, 9)[..., 3:6, 3:6]) < 0.75
+    stride_one = nn.Conv2d(3, 3, 3, padding=1)
+    assert alias_fraction(stride_one, noise) == 0.0
+    with pytest.raises(ValueError, match=r"images must have shape \(N, C, H, W\), got \(3, 64, 64\)"):
+        alias_fraction(identity, noise[0])
+
+
+def test_loss_history_progress_jump_and_the_first_non_finite_step() -> None:
+    history = LossHistory(window=3)
+    for step, loss in enumerate([2.0, 5.0, 1.9]):
+        history.add(step, loss)
+        assert history.progress() is None and history.spike() is None  # not a full window after the first batch
+    history.add(3, 1.1)
+    assert history.progress() == pytest.approx(1 - (5.0 + 1.9 + 1.1) / 3 / 2.0)
+    assert history.spike() == 2.5  # the largest loss over the first batch's
+    history.add(4, float("nan"))
+    history.add(5, float("inf"))
+    assert history.first_nonfinite_step == 4
+    restored = LossHistory(window=3)
+    restored.load_state_dict(history.state_dict())
+    assert (restored.progress(), restored.spike()) == (history.progress(), 2.5) and restored.first_nonfinite_step == 4
+    with pytest.raises(ValueError, match="window must be positive, got 0"):
+        LossHistory(window=0)
+
+
+def test_nonfinite_parameters_are_named() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    assert nonfinite_parameters(net) == []
+    with torch.no_grad():
+        net[0].bias[1] = float("nan")
+    net[1].running_var[0] = float("inf")
+    assert nonfinite_parameters(net) == ["0.bias", "1.running_var"]
 
 
 def test_lattice_peak_ratio_finds_a_period_stride_pattern() -> None:
@@ -123,30 +212,6 @@ def test_rank_correlation_with_ties() -> None:
     assert result[0] == pytest.approx(float(expected)) and result[1] == 0.0
     assert rank_correlation(b[:1], b[:1] ** 3)[0] == pytest.approx(1.0)
     assert math.isclose(float(rank_correlation(b[:1], -b[:1])[0]), -1.0)
-
-
-def test_stride_verdict() -> None:
-    from lightning_viz.diagnostics.verdicts import Thresholds, stride_verdict
-
-    t = Thresholds()
-    aliasing = stride_verdict("conv1", 11, 4, 0.93, t)
-    assert aliasing.value == 1 and "lattice-peak ratio 0.93 > 0.86" in aliasing.text and "try stride 2" in aliasing.text
-    assert stride_verdict("conv1", 7, 2, 0.79, t).value == 0
-    assert stride_verdict("conv1", 3, 1, 5.0, t).value == 0  # stride 1 cannot alias
-
-
-def test_learning_rate_verdict() -> None:
-    from lightning_viz.diagnostics.verdicts import Thresholds, learning_rate_verdict
-
-    t = Thresholds()
-    assert learning_rate_verdict(10, 0.012, 0.15, False, t).value == 1  # an early spike
-    assert learning_rate_verdict(50, 0.012, 0.05, False, t).value == 0  # later, momentum makes that healthy
-    assert learning_rate_verdict(100, 0.0003, 0.9, False, t).value == 1  # the collapse: dead units
-    assert learning_rate_verdict(100, 0.0003, 0.0, True, t).value == 1  # once too high, reported from then on
-    low = learning_rate_verdict(10, 2.5e-5, 0.0, False, t)
-    assert low.value == -1 and "too low" in low.text
-    assert learning_rate_verdict(10, 0.0015, 0.03, False, t).value == 0
-    assert learning_rate_verdict(0, None, 0.0, False, t).value == 0  # step 0: no update yet
 
 
 def test_pointing_games_known_answers() -> None:

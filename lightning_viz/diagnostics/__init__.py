@@ -4,13 +4,23 @@ from lightning_viz.diagnostics.faithfulness import DeletionInsertion, deletion_i
 from lightning_viz.diagnostics.kernel import (
     BANDS,
     band_energies,
+    coverage_gap,
     dead_filters,
     dominance,
     dominant_band_shares,
+    energy_window,
     filter_rms,
+    rim_share,
     smoothness_index,
 )
-from lightning_viz.diagnostics.learning_rate import dead_channel_fraction, linear_cka, rms_growth, update_ratio
+from lightning_viz.diagnostics.learning_rate import (
+    LossHistory,
+    dead_channel_fraction,
+    linear_cka,
+    nonfinite_parameters,
+    rms_growth,
+    update_ratio,
+)
 from lightning_viz.diagnostics.quality import (
     blank_maps,
     class_sensitivity,
@@ -20,28 +30,34 @@ from lightning_viz.diagnostics.quality import (
     randomization_similarity,
 )
 from lightning_viz.diagnostics.stability import rank_correlation
-from lightning_viz.diagnostics.stride import lattice_peak_ratio, shift_consistency, uneven_overlap
+from lightning_viz.diagnostics.stride import alias_fraction, lattice_peak_ratio, shift_consistency, uneven_overlap
 
 __all__ = [
     "BANDS",
     "DeletionInsertion",
+    "LossHistory",
+    "alias_fraction",
     "band_energies",
     "blank_maps",
     "class_sensitivity",
+    "coverage_gap",
     "dead_channel_fraction",
     "dead_filters",
     "deletion_insertion",
     "dominance",
     "dominant_band_shares",
     "energy_pointing_game",
+    "energy_window",
     "filter_rms",
     "lattice_peak_ratio",
     "linear_cka",
     "map_stability",
     "noisy_linear_imputation",
+    "nonfinite_parameters",
     "pointing_game",
     "randomization_similarity",
     "rank_correlation",
+    "rim_share",
     "rms_growth",
     "shift_consistency",
     "smoothness_index",

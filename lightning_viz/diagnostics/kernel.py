@@ -4,6 +4,10 @@ Zeiler & Fergus (2014, Sec. 5.1) saw AlexNet's 11x11 stride-4 first layer mix "e
 information, with little coverage of the mid frequencies", with dead filters; 7x7 stride 2 fixed it. These
 functions put numbers on what they looked at: the spectral content of each filter, how smooth it is compared with
 noise, and whether filters are dead or dominate the layer (their Fig. 6: filters past RMS 0.1 were renormalised).
+
+Whether the kernel's size fits what it learns: how much of the learned energy sits on the kernel's rim
+(:func:`rim_share`), the window that holds most of it (:func:`energy_window`), and the pixels a kernel smaller than
+its stride never sees (:func:`coverage_gap`).
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ from torch import Tensor
 __all__ = [
     "BANDS",
     "band_energies",
+    "coverage_gap",
     "dead_filters",
     "dominance",
     "dominant_band_shares",
+    "energy_window",
     "filter_rms",
+    "rim_share",
     "smoothness_index",
 ]
 
@@ -109,3 +116,65 @@ def dominance(weight: Tensor) -> float:
     """Largest filter RMS over the median filter RMS (ZF Fig. 6: a few filters dominating the layer)."""
     rms = filter_rms(weight)
     return float(rms.max() / rms.median().clamp_min(1e-300))
+
+
+def coverage_gap(kernel: int, stride: int) -> float:
+    """Share of input pixels that no window of a ``kernel`` x ``kernel`` convolution at ``stride`` covers:
+    1 - (min(k, s) / s)^2; 0 whenever the kernel is at least as large as the stride (1x1 at stride 2: 0.75).
+
+    Raises:
+        ValueError: unless kernel and stride are positive.
+    """
+    if kernel < 1 or stride < 1:
+        raise ValueError(f"need a positive kernel and stride, got kernel {kernel}, stride {stride}")
+    return 1.0 - (min(kernel, stride) / stride) ** 2
+
+
+def _ring_energies(weight: Tensor) -> Tensor:
+    """Energy per concentric square ring of the kernel, outermost first: Tensor of shape (ceil(k / 2),)."""
+    w = _check(weight)
+    k_h, k_w = w.shape[-2:]
+    if k_h != k_w:
+        raise ValueError(f"need square kernels, got {k_h}x{k_w}")
+    k = k_h
+    index = torch.arange(k, device=w.device)
+    depth = torch.minimum(index, k - 1 - index)  # distance from the kernel's edge: 0 on the outermost ring
+    ring = torch.minimum(depth[:, None], depth[None, :])
+    energy = w.pow(2).sum(dim=(0, 1))
+    return torch.stack([energy[ring == r].sum() for r in range((k + 1) // 2)])
+
+
+def rim_share(weight: Tensor) -> float:
+    """Share of the filters' energy on the kernel's outermost ring, over the ring's share of the kernel's area.
+
+    1 when the energy is spread evenly over the kernel (as at initialisation, or for noise); below 1 when the
+    filters keep their energy in the centre and leave the rim unused; above 1 when it piles up at the edge. Applied
+    to the learned part of the weights (now minus initial), it says how much of the kernel training has used.
+
+    Args:
+        weight: convolution weights, Tensor of shape (out, in, k, k), k >= 3.
+
+    Returns:
+        A float >= 0 (NaN for all-zero weights).
+    """
+    k = weight.shape[-1]
+    if k < 3:
+        raise ValueError(f"rim_share needs kernels of size >= 3, got {k}x{k}")
+    rings = _ring_energies(weight)
+    area = (k * k - (k - 2) ** 2) / (k * k)
+    return float(rings[0] / rings.sum() / area) if rings.sum() > 0 else float("nan")
+
+
+def energy_window(weight: Tensor, share: float = 0.9) -> int:
+    """Side of the smallest centred square window (same parity as the kernel) that holds ``share`` of the
+    filters' energy: the kernel size the filters use. Equal to the kernel size when the rim is needed."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    rings = _ring_energies(weight)
+    k = weight.shape[-1]
+    total = float(rings.sum())
+    if total == 0:
+        return k
+    inner = torch.cumsum(rings.flip(0), dim=0) / total  # energy within the innermost 1, 2, ... rings
+    rings_needed = int((inner < share - 1e-12).sum()) + 1
+    return min(k, 2 * rings_needed - (k % 2))

@@ -6,14 +6,28 @@
 - filter RMS growth against initialisation (ZF renormalised first-layer filters whose RMS passed 0.1);
 - linear CKA between a layer's representations at successive probes (Kornblith et al. 2019, "Similarity of Neural
   Network Representations Revisited"): lower layers converge first; a frozen net gives CKA 1 everywhere, so read it
-  together with the update ratio.
+  together with the update ratio;
+- the training loss's progress since the start, and the first step it was not finite (:class:`LossHistory`), and
+  parameters that hold NaN or infinity: signals that mean the same whatever the optimizer (an update ratio does not:
+  Adam's step is about ``lr`` per weight whatever the gradient).
 """
 
 from __future__ import annotations
 
-from torch import Tensor
+import math
+import statistics
 
-__all__ = ["dead_channel_fraction", "linear_cka", "rms_growth", "update_ratio"]
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "LossHistory",
+    "dead_channel_fraction",
+    "linear_cka",
+    "nonfinite_parameters",
+    "rms_growth",
+    "update_ratio",
+]
 
 
 def update_ratio(before: Tensor, after: Tensor) -> float:
@@ -54,3 +68,76 @@ def linear_cka(x: Tensor, y: Tensor) -> float:
     cross = (gram_x * gram_y).sum()
     norm = gram_x.norm() * gram_y.norm()
     return float(cross / norm.clamp_min(1e-300))
+
+
+class LossHistory:
+    """What the learning-rate verdict reads from the training loss, kept in a few numbers: the loss of the first
+    batch (the network at initialisation), the mean of the last ``window`` batches, the largest loss seen (a rate at
+    the edge of stability makes the loss jump within the first steps) and the first step whose loss was not
+    finite. Works with any optimizer; feed it one value per training batch.
+
+    Example:
+        >>> history = LossHistory(window=2)
+        >>> for step, loss in enumerate([2.3, 2.5, 2.2, 1.9, 1.5]):
+        ...     history.add(step, loss)
+        >>> round(history.progress(), 2), round(history.spike(), 2)  # 1 - 1.7 / 2.3; 2.5 / 2.3
+        (0.26, 1.09)
+    """
+
+    def __init__(self, window: int = 10) -> None:
+        if window < 1:
+            raise ValueError(f"window must be positive, got {window}")
+        self.window = window
+        self.start: float | None = None
+        self.recent: list[float] = []
+        self.count = 0
+        self.peak: float | None = None
+        self.first_nonfinite_step: int | None = None
+
+    def add(self, step: int, value: float) -> None:
+        """Record the loss of one training batch at optimizer step ``step``."""
+        if not math.isfinite(value):
+            if self.first_nonfinite_step is None:
+                self.first_nonfinite_step = step
+            return
+        self.count += 1
+        self.start = value if self.start is None else self.start
+        self.peak = value if self.peak is None else max(self.peak, value)
+        self.recent = [*self.recent, value][-self.window :]
+
+    @property
+    def latest(self) -> float | None:
+        """Mean loss of the last ``window`` batches, once a full window after the first batch has been seen."""
+        return statistics.fmean(self.recent) if self.count > self.window else None
+
+    def progress(self) -> float | None:
+        """Share of the first batch's loss removed so far, 1 - latest / start: about 0 when the loss has not moved,
+        negative when it rose; None until there are enough batches (or for a loss that starts at or below 0)."""
+        start, latest = self.start, self.latest
+        if start is None or latest is None or start <= 0:
+            return None
+        return 1.0 - latest / start
+
+    def spike(self) -> float | None:
+        """The largest loss seen over the first batch's: about 1 for a healthy run, several for a rate at the edge
+        of stability; None until there are enough batches (or for a loss that starts at or below 0)."""
+        if self.start is None or self.peak is None or self.start <= 0 or self.latest is None:
+            return None
+        return self.peak / self.start
+
+    def state_dict(self) -> dict[str, object]:
+        return {"start": self.start, "recent": list(self.recent), "count": self.count, "peak": self.peak,
+                "first_nonfinite_step": self.first_nonfinite_step}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.start = state["start"]  # type: ignore[assignment]
+        self.recent = list(state["recent"])  # type: ignore[call-overload]
+        self.count = int(state["count"])  # type: ignore[call-overload]
+        self.peak = state["peak"]  # type: ignore[assignment]
+        self.first_nonfinite_step = state["first_nonfinite_step"]  # type: ignore[assignment]
+
+
+def nonfinite_parameters(model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers that hold a NaN or an infinity."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    return [name for name, t in named if t.is_floating_point() and not bool(torch.isfinite(t).all())]
