@@ -24,6 +24,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lightning_viz.diagnostics import nonfinite_parameters
 from lightning_viz.methods import conv_layer_names, isolated, resolve_layer
 from lightning_viz.probe import ProbeBatch
 
@@ -52,6 +53,14 @@ def tensorboard_writer(trainer: pl.Trainer) -> Any | None:
 def layer_key(layer: LayerSpec | None) -> str | None:
     """A layer option as it goes into a ``state_key``: its name, or its type and identity when given as a module."""
     return layer if layer is None or isinstance(layer, str) else f"{type(layer).__name__}@{id(layer):x}"
+
+
+def nonfinite_message(step: int, names: list[str]) -> str:
+    """The line a monitor logs when the model holds NaN or infinite values."""
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (f"✗ step {step}: the model's weights are not finite (NaN or inf in {shown}); training has diverged, so "
+            "there is nothing to draw. See diagnostics/verdicts (TrainingDiagnostics) for the first step it was "
+            "seen; try a learning rate ten times smaller.")  # fmt: skip
 
 
 def _positive_or_none(name: str, value: int | None) -> None:
@@ -127,6 +136,9 @@ class ProbeMonitor(Callback):
 
     # -- what a subclass provides ------------------------------------------------------------------------------
 
+    namespace = "viz"
+    """The first part of this monitor's TensorBoard tags (``gradcam``, ``deconvnet``, ...)."""
+
     def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
         """Layers to probe when the user gives none. ``images`` is the probe batch, on the model's device."""
         raise NotImplementedError
@@ -134,6 +146,11 @@ class ProbeMonitor(Callback):
     def compute(self, model: nn.Module, probe: ProbeBatch, step: int) -> ProbeLogs:
         """One probe: called inside :func:`~lightning_viz.methods.isolated` with the probe on the model's device."""
         raise NotImplementedError
+
+    def compute_nonfinite(self, model: nn.Module, step: int, nonfinite: list[str]) -> ProbeLogs:
+        """What a probe logs instead of its panels when the model holds NaN or infinite values: a line saying so
+        under ``<namespace>/status`` (a diverged run has nothing to explain)."""
+        return ProbeLogs(texts={f"{self.namespace}/status": nonfinite_message(step, nonfinite)})
 
     # -- Lightning hooks ---------------------------------------------------------------------------------------
 
@@ -231,8 +248,12 @@ class ProbeMonitor(Callback):
         self._last_step = step
         start = time.perf_counter()
         try:
+            nonfinite = nonfinite_parameters(pl_module)
             with isolated(pl_module):
-                logs = self.compute(pl_module, self._probe_on(pl_module), step)
+                if nonfinite:
+                    logs = self.compute_nonfinite(pl_module, step, nonfinite)
+                else:
+                    logs = self.compute(pl_module, self._probe_on(pl_module), step)
             self._log(logs, step, start)
         except Exception as error:
             if self.on_error == "raise":

@@ -73,6 +73,8 @@ class DeconvNetMonitor(ProbeMonitor):
         >>> trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[DeconvNetMonitor(top_k=9)])
     """
 
+    namespace = "deconvnet"
+
     def __init__(
         self,
         layers: str | nn.Module | list[str | nn.Module] | None = None,

@@ -71,6 +71,8 @@ class FilterMonitor(ProbeMonitor):
         >>> trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[FilterMonitor()])
     """
 
+    namespace = "filters"
+
     def __init__(
         self,
         layers: str | nn.Module | list[str | nn.Module] | None = None,

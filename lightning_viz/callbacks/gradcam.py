@@ -41,6 +41,8 @@ class GradCAMMonitor(ProbeMonitor):
         >>> trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[GradCAMMonitor(every_n_steps=50)])
     """
 
+    namespace = "gradcam"
+
     def __init__(
         self,
         layers: str | nn.Module | list[str | nn.Module] | None = None,

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor
+from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor, nonfinite_message
 from lightning_viz.callbacks.diagnostics import CUSTOM_SCALARS_LAYOUT
 from lightning_viz.diagnostics import (
     blank_maps,
@@ -108,6 +108,8 @@ class ExplanationQualityMonitor(ProbeMonitor):
         >>> trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[ExplanationQualityMonitor()])
     """
 
+    namespace = "quality"
+
     def __init__(
         self,
         methods: Sequence[str] = ("gradcam", "deconvnet"),
@@ -156,10 +158,18 @@ class ExplanationQualityMonitor(ProbeMonitor):
         return _backprop_explainer(method)
 
     @override
+    def compute_nonfinite(self, model: nn.Module, step: int, nonfinite: list[str]) -> ProbeLogs:
+        return ProbeLogs(texts={"quality/warnings": f"- {nonfinite_message(step, nonfinite)}"})
+
+    @override
     def compute(self, model: nn.Module, probe: ProbeBatch, step: int) -> ProbeLogs:
         images = probe.images
         with torch.no_grad():
             logits = model(images.clone())
+        if not bool(torch.isfinite(logits).all()):
+            return ProbeLogs(texts={"quality/warnings": f"- ✗ step {step}: the model's outputs on the probe are not "
+                                    "finite (NaN or inf): there are no maps to check. Training has diverged or "
+                                    "overflowed; see diagnostics/verdicts."})  # fmt: skip
         predicted, least = logits.argmax(dim=1), logits.argmin(dim=1)
         truth = None if probe.labels is None else probe.labels.to(predicted.device)
         targets = [predicted, least] if truth is None else [predicted, least, truth]
@@ -177,6 +187,10 @@ class ExplanationQualityMonitor(ProbeMonitor):
             values: dict[str, float] = {}
             start = time.perf_counter()
             maps = explain(model, images, targets)
+            if not all(bool(torch.isfinite(m).all()) for m in maps):
+                warnings.append(f"✗ {method}: the maps are not finite (NaN or inf): nothing can be checked; the "
+                                "gradients overflowed or training has diverged")  # fmt: skip
+                continue
             for_predicted, for_least = maps[0].cpu(), maps[1].cpu()
             reference = maps[0 if truth is None else 2].cpu()  # the true class where known
             values["blank_maps"] = float(blank_maps(for_predicted).double().mean())
@@ -207,6 +221,10 @@ class ExplanationQualityMonitor(ProbeMonitor):
             warnings += quality_warnings(method, values, self.thresholds)
         if warnings:
             logs.texts["quality/warnings"] = "\n\n".join(f"- {w}" for w in warnings)
+        elif any(logs.scalars[f"quality/{method}/blank_maps"] > 0 for method in self.methods):
+            blank = ", ".join(f"{m} {logs.scalars[f'quality/{m}/blank_maps']:.0%}" for m in self.methods)
+            logs.texts["quality/warnings"] = (f"No failed check at step {step}, but some maps are blank (constant: "
+                                              f"{blank}); those explain nothing.")  # fmt: skip
         else:
             passed = ", ".join(self.methods)
             logs.texts["quality/warnings"] = f"No warnings at step {step}: {passed} passed every check."
