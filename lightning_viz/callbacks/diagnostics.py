@@ -8,32 +8,47 @@ and the verdicts' rules and thresholds, chosen from the validation study, are in
 
 from __future__ import annotations
 
-import statistics
+import math
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor, layer_key
 from lightning_viz.diagnostics import (
+    LossHistory,
+    alias_fraction,
     band_energies,
+    coverage_gap,
     dead_channel_fraction,
     dead_filters,
     dominance,
     dominant_band_shares,
+    energy_window,
     lattice_peak_ratio,
     linear_cka,
+    rim_share,
     rms_growth,
     shift_consistency,
     smoothness_index,
     uneven_overlap,
     update_ratio,
 )
-from lightning_viz.diagnostics.verdicts import Thresholds, learning_rate_verdict, stride_verdict
+from lightning_viz.diagnostics.verdicts import (
+    KernelEvidence,
+    LearningRateEvidence,
+    StrideEvidence,
+    Thresholds,
+    Verdict,
+    kernel_size_verdict,
+    learning_rate_verdict,
+    stride_verdict,
+)
 from lightning_viz.methods import conv_layer_names, project_units, resolve_layer, stage_layers, top_k_units
-from lightning_viz.methods._hooks import forward_until
+from lightning_viz.methods._hooks import capture_outputs
 from lightning_viz.methods._layers import named_layers
 from lightning_viz.probe import ProbeBatch
 
@@ -42,19 +57,49 @@ __all__ = ["CUSTOM_SCALARS_LAYOUT", "TrainingDiagnostics"]
 # TensorBoard's Custom Scalars tab: one group per question (tags are regular expressions).
 CUSTOM_SCALARS_LAYOUT = {
     "kernel size": {
+        "verdict (-1 too small, 1 larger than it uses)": ["Multiline", [r"verdict/kernel_size"]],
+        "window holding 90% of the learned energy vs the kernel (verdict: below it, larger than it uses)": [
+            "Multiline",
+            [r"diagnostics/energy_window/.*", r"diagnostics/kernel_size/.*"],
+        ],
+        "rim energy of the filters and of their learned part (1: an even spread)": [
+            "Multiline",
+            [r"diagnostics/(learned_)?rim_share/.*"],
+        ],
+        "learned share of the filters (verdicts wait for the line)": [
+            "Multiline",
+            [r"diagnostics/learned_share/.*", r"threshold/min_learned"],
+        ],
         "band energy shares": ["Multiline", [r"diagnostics/band_(low|mid|high)/.*"]],
-        "dominant band shares": ["Multiline", [r"diagnostics/dominant_(low|mid|high)/.*"]],
         "smoothness index": ["Multiline", [r"diagnostics/smoothness/.*"]],
         "dead filters, dominance": ["Multiline", [r"diagnostics/(dead_filters|dominance)/.*"]],
     },
     "stride": {
-        "uneven overlap": ["Multiline", [r"diagnostics/uneven_overlap/.*"]],
-        "lattice-peak ratio": ["Multiline", [r"diagnostics/lattice_peak_ratio/.*"]],
+        "verdict (1 aliasing)": ["Multiline", [r"verdict/stride"]],
+        "alias fraction (verdict: above the line, aliasing)": [
+            "Multiline",
+            [r"diagnostics/(learned_)?alias_fraction/.*", r"threshold/alias_fraction"],
+        ],
         "shift consistency (TVD)": ["Multiline", [r"diagnostics/shift_tvd/.*"]],
+        "lattice-peak ratio": ["Multiline", [r"diagnostics/lattice_peak_ratio/.*"]],
+        "uneven overlap, coverage gap": ["Multiline", [r"diagnostics/(uneven_overlap|coverage_gap)/.*"]],
     },
     "learning rate": {
+        "verdict (-1 too low, 1 too high)": ["Multiline", [r"verdict/learning_rate"]],
+        "training loss progress (verdict: ok above the upper line, stalled below the lower)": [
+            "Multiline",
+            [r"diagnostics/loss_progress", r"threshold/(progress_ok|stalled_progress)"],
+        ],
+        "representation change since the first probe (verdict when stalled)": [
+            "Multiline",
+            [r"diagnostics/change/.*", r"threshold/change_low"],
+        ],
+        "largest training loss over the first (verdict: too high above the line while the loss is not falling)": [
+            "Multiline",
+            [r"diagnostics/loss_spike", r"threshold/spike"],
+        ],
+        "dead channels": ["Multiline", [r"diagnostics/dead_channels/.*", r"threshold/dead_channels"]],
         "update / weight ratio": ["Multiline", [r"diagnostics/update_ratio/.*"]],
-        "dead channels": ["Multiline", [r"diagnostics/dead_channels/.*"]],
         "first-layer RMS growth": ["Multiline", [r"diagnostics/rms_growth/.*"]],
         "CKA with the previous probe": ["Multiline", [r"diagnostics/cka_previous/.*"]],
     },
@@ -69,16 +114,25 @@ CUSTOM_SCALARS_LAYOUT = {
 
 
 class TrainingDiagnostics(ProbeMonitor):
-    """Log kernel-size, stride and learning-rate diagnostics as ``diagnostics/<metric>/<layer>``.
+    """Log kernel-size, stride and learning-rate diagnostics as ``diagnostics/<metric>/<layer>``, and verdicts.
 
     Kernel size (first convolution's weights): band energy shares (``band_low``/``band_mid``/``band_high``), shares
     of filters dominated by each band (``dominant_*``), mean ``smoothness`` index, fraction of ``dead_filters``,
-    ``dominance`` (max / median filter RMS). Stride: ``uneven_overlap`` of the first layer's kernel and stride,
-    ``lattice_peak_ratio`` of deconvnet projections of the deepest stage's top units at the first layer's stride,
-    ``shift_tvd/model`` (total variation distance of the probe's outputs under 1-3 px shifts). Learning rate:
-    ``update_ratio`` ||dW||/||W|| of every convolution across the optimizer step that leads to a probe step
-    (weights copied just before that step only), ``dead_channels`` and ``cka_previous`` (linear CKA with the
-    previous probe) of each stage, and the first layer's ``rms_growth`` since training started.
+    ``dominance`` (max / median filter RMS), the ``learned_share`` of the filters (norm of now minus initial over
+    the norm now), the rim energy of the filters (``rim_share``) and of their learned part (``learned_rim_share``),
+    the ``energy_window`` holding most of the learned energy, and the ``coverage_gap`` of a kernel smaller than its
+    stride. Stride: ``uneven_overlap``, the ``alias_fraction`` of the first layer's response on the probe (and of
+    its learned part's, ``learned_alias_fraction``), ``lattice_peak_ratio`` of deconvnet projections of the deepest
+    stage's top units, ``shift_tvd/model`` (total variation distance of the probe's outputs under 1-3 px shifts).
+    Learning rate: ``loss_progress`` (share of the starting training loss removed), ``probe_loss``, ``change`` of
+    the deepest stage's probe representation since the first probe (1 - linear CKA), ``update_ratio``
+    ||dW||/||W|| of every convolution across the optimizer step that leads to a probe step, ``dead_channels`` and
+    ``cka_previous`` of each stage, and the first layer's ``rms_growth``.
+
+    Verdicts ``verdict/kernel_size`` (-1 too small, 0 ok, 1 larger than it uses), ``verdict/stride`` (0 ok, 1
+    aliasing) and ``verdict/learning_rate`` (-1 too low, 0 ok, 1 too high) are logged only where there is evidence
+    for them; the text ``diagnostics/verdicts`` says "not enough evidence yet" until then, names a diverged run
+    (non-finite loss or weights) with the first step it was seen, and gives the numbers and the suggested fix.
 
     Args:
         layers: stages for dead channels and CKA; None: each convolutional stage's output, up to five.
@@ -94,6 +148,8 @@ class TrainingDiagnostics(ProbeMonitor):
         >>> trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[TrainingDiagnostics()])
     """
 
+    namespace = "diagnostics"
+
     def __init__(
         self,
         layers: str | nn.Module | list[str | nn.Module] | None = None,
@@ -108,12 +164,14 @@ class TrainingDiagnostics(ProbeMonitor):
         self.first_layer = first_layer
         self.top_k = top_k
         self.thresholds = thresholds or Thresholds()
-        self._max_lpr = float("-inf")
-        self._lr_high = False
         self._first: str | None = None
         self._initial: Tensor | None = None
         self._before: tuple[int, dict[str, Tensor]] | None = None
         self._previous: dict[str, Tensor] = {}
+        self._reference: Tensor | None = None  # the deepest stage's probe representation at the first probe
+        self._losses = LossHistory()
+        self._pending: list[tuple[int, Tensor]] = []  # batch losses not yet read (read at a probe: one sync)
+        self._batch_step = 0
 
     @override
     def _options(self) -> dict[str, Any]:
@@ -155,18 +213,47 @@ class TrainingDiagnostics(ProbeMonitor):
         self._before = (step, {name: weight.detach().clone() for name, weight in convs.items()})
 
     @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._batch_step = trainer.global_step  # the step the batch's loss is computed at, as Lightning logs it
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if trainer.is_global_zero and isinstance(loss, Tensor) and loss.numel() == 1:
+            # kept on its device: reading it now would make a GPU wait at every step
+            self._pending.append((self._batch_step, loss.detach().reshape(())))
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    @override
     def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
         return stage_layers(model, images)
+
+    def _read_losses(self) -> None:
+        if self._pending:
+            values = torch.stack([loss.float() for _, loss in self._pending]).cpu().tolist()
+            for (step, _), value in zip(self._pending, values, strict=True):
+                self._losses.add(step, value)
+            self._pending = []
 
     @override
     def compute(self, model: nn.Module, probe: ProbeBatch, step: int) -> ProbeLogs:
         assert self._first is not None
         first = resolve_layer(model, self._first)[1]
         assert isinstance(first, nn.Conv2d)
-        weight = first.weight.detach().float().cpu()
+        kernel, stride = first.kernel_size[0], first.stride[0]
         logs = ProbeLogs()
         put = logs.scalars.__setitem__
         tag = self._first
+        self._read_losses()
+
+        if self._losses.first_nonfinite_step is not None:
+            return self.compute_nonfinite(model, step, [])
+
+        weight = first.weight.detach().float().cpu()
         for band, share in zip(("low", "mid", "high"), band_energies(weight).mean(dim=0).tolist(), strict=True):
             put(f"diagnostics/band_{band}/{tag}", share)
         for band, share in zip(("low", "mid", "high"), dominant_band_shares(weight).tolist(), strict=True):
@@ -175,29 +262,68 @@ class TrainingDiagnostics(ProbeMonitor):
             put(f"diagnostics/smoothness/{tag}", float(smoothness_index(weight).mean()))
         put(f"diagnostics/dead_filters/{tag}", float(dead_filters(weight).double().mean()))
         put(f"diagnostics/dominance/{tag}", dominance(weight))
-        if self._initial is not None:
+        put(f"diagnostics/coverage_gap/{tag}", coverage_gap(kernel, stride))
+        if stride <= kernel:
+            put(f"diagnostics/uneven_overlap/{tag}", uneven_overlap(kernel, stride))
+        learned = None
+        if self._initial is not None and self._initial.shape == weight.shape:
             put(f"diagnostics/rms_growth/{tag}", rms_growth(weight, self._initial))
-        kernel, stride = first.kernel_size[0], first.stride[0]
-        put(f"diagnostics/uneven_overlap/{tag}", uneven_overlap(kernel, stride) if stride <= kernel else 1.0)
+            learned = weight - self._initial
+            put(f"diagnostics/learned_share/{tag}", float(learned.norm() / weight.norm().clamp_min(1e-12)))
+        square = weight.shape[-1] == weight.shape[-2] and kernel >= 3
+        if square:
+            put(f"diagnostics/rim_share/{tag}", rim_share(weight))
+            if learned is not None and learned.norm() > 0:
+                put(f"diagnostics/learned_rim_share/{tag}", rim_share(learned))
+                put(f"diagnostics/energy_window/{tag}", energy_window(learned, self.thresholds.window_share))
+                put(f"diagnostics/kernel_size/{tag}", kernel)
 
         layers = dict(resolve_layer(model, name) for name in self.layer_names)
-        with torch.no_grad():  # a copy goes in: a forward pass may modify its input in place
-            acts = forward_until(model, probe.images.clone(), layers)
+        inputs: list[Tensor] = []
+        handle = first.register_forward_hook(lambda module, args, output: inputs.append(args[0].detach()))
+        try:
+            with torch.no_grad(), capture_outputs(layers) as acts:  # a copy goes in: a forward may change its input
+                logits = model(probe.images.clone())
+        finally:
+            handle.remove()
+        if isinstance(logits, Tensor) and not bool(torch.isfinite(logits).all()):
+            return self._verdicts(
+                logs,
+                step,
+                LearningRateEvidence(step, f"the probe's outputs at step {step}"),
+                KernelEvidence(tag, kernel, stride),
+                StrideEvidence(tag, kernel, stride),
+            )
+        if isinstance(logits, Tensor) and probe.labels is not None and logits.dim() == 2 and logits.shape[1] > 1:
+            put("diagnostics/probe_loss", float(F.cross_entropy(logits.float(), probe.labels.to(logits.device))))
         for name, act in acts.items():
             put(f"diagnostics/dead_channels/{name}", dead_channel_fraction(act))
             if name in self._previous and len(self._previous[name]) == len(act):
                 put(f"diagnostics/cka_previous/{name}", linear_cka(self._previous[name], act.float().cpu()))
             self._previous[name] = act.detach().float().cpu()
-
         deepest = self.layer_names[-1]
+        if self._reference is None or len(self._reference) != len(acts[deepest]):
+            self._reference = acts[deepest].detach().float().cpu()
+        change = 1.0 - linear_cka(self._reference, acts[deepest].float().cpu())
+        put(f"diagnostics/change/{deepest}", change)
+        put(f"diagnostics/map_size/{deepest}", min(acts[deepest].shape[-2:]))
+
+        alias = None
+        if inputs:
+            alias = alias_fraction(first, inputs[0])
+            put(f"diagnostics/alias_fraction/{tag}", alias)
+            if learned is not None and learned.norm() > 0:
+                learned_on_device = learned.to(first.weight.device, first.weight.dtype)
+                put(f"diagnostics/learned_alias_fraction/{tag}", alias_fraction(first, inputs[0], learned_on_device))
+
         top = top_k_units(acts[deepest], self.top_k)
         projections = project_units(
             model, probe.images[top.index[:, 0]], {deepest: (torch.arange(len(top.index)), top.index[:, 1:].cpu())}
         )
         h, w = projections.shape[-2:]
-        lpr = lattice_peak_ratio(projections[..., : h - h % stride, : w - w % stride], stride)
-        put(f"diagnostics/lattice_peak_ratio/{tag}", lpr)
-        self._max_lpr = max(self._max_lpr, lpr)
+        if stride <= min(h, w):
+            lpr = lattice_peak_ratio(projections[..., : h - h % stride, : w - w % stride], stride)
+            put(f"diagnostics/lattice_peak_ratio/{tag}", lpr)
         put("diagnostics/shift_tvd/model", shift_consistency(model, probe.images))
 
         ratios = []
@@ -208,17 +334,101 @@ class TrainingDiagnostics(ProbeMonitor):
                     put(f"diagnostics/update_ratio/{name}", ratios[-1])
             self._before = None
 
-        median = statistics.median(ratios) if ratios else None
-        dead = logs.scalars[f"diagnostics/dead_channels/{deepest}"]
+        progress, spike = self._losses.progress(), self._losses.spike()
+        if progress is not None:
+            put("diagnostics/loss_progress", progress)
+        if spike is not None:
+            put("diagnostics/loss_spike", spike)
+        scalars = logs.scalars
+        learned_share = scalars.get(f"diagnostics/learned_share/{tag}")
+        return self._verdicts(
+            logs,
+            step,
+            LearningRateEvidence(step, None, progress, spike, change, scalars[f"diagnostics/dead_channels/{deepest}"]),
+            KernelEvidence(
+                tag,
+                kernel,
+                stride,
+                learned_share,
+                scalars.get(f"diagnostics/learned_rim_share/{tag}"),
+                _int_or_none(scalars.get(f"diagnostics/energy_window/{tag}")),
+            ),
+            StrideEvidence(tag, kernel, stride, learned_share, alias, min(acts[deepest].shape[-2:])),
+        )
+
+    @override
+    def compute_nonfinite(self, model: nn.Module, step: int, nonfinite: list[str]) -> ProbeLogs:
+        """Nothing can be measured on NaN weights: the learning-rate verdict names the divergence and when it was
+        first seen (the training loss is read at every step, the weights only at probes)."""
+        assert self._first is not None
+        self._read_losses()
+        first = resolve_layer(model, self._first)[1]
+        assert isinstance(first, nn.Conv2d)
+        kernel, stride = first.kernel_size[0], first.stride[0]
+        seen = []
+        if self._losses.first_nonfinite_step is not None:
+            seen.append(f"the training loss since step {self._losses.first_nonfinite_step}")
+        if nonfinite:
+            shown = ", ".join(nonfinite[:3]) + (f" and {len(nonfinite) - 3} more" if len(nonfinite) > 3 else "")
+            seen.append(f"the weights at step {step} ({shown})")
+        return self._verdicts(
+            ProbeLogs(),
+            step,
+            LearningRateEvidence(step, " and ".join(seen)),
+            KernelEvidence(self._first, kernel, stride),
+            StrideEvidence(self._first, kernel, stride),
+        )
+
+    def _verdicts(
+        self, logs: ProbeLogs, step: int, lr: LearningRateEvidence, kernel: KernelEvidence, stride: StrideEvidence
+    ) -> ProbeLogs:
         verdicts = [
-            stride_verdict(tag, kernel, stride, self._max_lpr, self.thresholds),
-            learning_rate_verdict(step, median, dead, self._lr_high, self.thresholds),
+            kernel_size_verdict(kernel, self.thresholds),
+            stride_verdict(stride, self.thresholds),
+            learning_rate_verdict(lr, self.thresholds),
         ]
-        self._lr_high = self._lr_high or verdicts[1].value == 1
         for verdict in verdicts:
-            put(f"verdict/{verdict.name}", float(verdict.value))
-        logs.texts["diagnostics/verdicts"] = "\n\n".join(f"- **{v.name}**: {v.text}" for v in verdicts)
+            if verdict.value is not None:  # an abstaining verdict logs no number, only its text
+                logs.scalars[f"verdict/{verdict.name}"] = float(verdict.value)
+            if verdict.degree is not None:
+                logs.scalars[f"degree/{verdict.name}"] = verdict.degree
+        for name in _THRESHOLD_SERIES:  # drawn beside the metric in the Custom Scalars charts
+            logs.scalars[f"threshold/{name}"] = float(getattr(self.thresholds, name))
+        logs.texts["diagnostics/verdicts"] = _verdict_text(verdicts, step)
         return logs
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        self._read_losses()
+        return {
+            **super().state_dict(),
+            "initial": self._initial,
+            "reference": self._reference,
+            "previous": dict(self._previous),
+            "losses": self._losses.state_dict(),
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._initial = state_dict.get("initial", self._initial)
+        self._reference = state_dict.get("reference", self._reference)
+        self._previous = dict(state_dict.get("previous", self._previous))
+        if "losses" in state_dict:
+            self._losses.load_state_dict(state_dict["losses"])
+
+
+_THRESHOLD_SERIES = ("progress_ok", "stalled_progress", "spike", "change_low", "dead_channels", "min_learned",
+                     "alias_fraction")  # fmt: skip
+
+
+def _verdict_text(verdicts: list[Verdict], step: int) -> str:
+    lines = [f"- **{v.name.replace('_', ' ')}**: {v.text}" for v in verdicts]
+    return f"Step {step}:\n\n" + "\n\n".join(lines)
+
+
+def _int_or_none(value: float | None) -> int | None:
+    return None if value is None or math.isnan(value) else int(value)
 
 
 def _convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:

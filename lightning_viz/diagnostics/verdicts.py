@@ -1,93 +1,256 @@
-"""From numbers to plain-language verdicts on the stride and the learning rate, and warnings on explanation maps.
+"""From measured evidence to plain-language verdicts on the first layer's kernel size and stride and on the
+learning rate, and warnings on explanation maps.
 
-Each verdict compares measured numbers with thresholds and says what to try. The default thresholds were chosen
-from the validation study (``python benchmarks/diagnosis_study.py``: ZF-style net on Shapes, SGD with momentum
-0.9, first layers 11/4, 7/2, 3/1, learning rates 0.02, x10, /100, three seeds); the README shows the table and
-each threshold's margin to the nearest wrong side. Other data or optimisers may need other thresholds: pass
-your own :class:`Thresholds`.
+Each verdict is a pure function of an evidence record (numbers the monitor measured) and :class:`Thresholds`. It
+abstains (value None, text "not enough evidence yet") until its evidence exists, and its signals mean the same
+whatever the optimizer, the weight scale, the image size and the depth:
 
-No kernel-size verdict: in the study none of the kernel metrics (band energies, dominant bands, smoothness,
-dominance, dead filters) separated 11x11 from 7x7 on every seed within the first 100 steps.
+- learning rate: non-finite loss or weights (diverged); the training loss's progress since its first batch and its
+  largest jump; how far the deepest stage's representation of the probe has moved from its initial one (1 - linear
+  CKA); dead channels;
+- stride: the share of the first layer's response that its stride folds back (alias fraction), once the first
+  layer has learned enough that its filters are no longer mostly their random initialisation;
+- kernel size: a kernel smaller than its stride leaves pixels unseen; the learned part of the filters (now minus
+  initial) keeping its energy inside a window smaller than the kernel says the kernel is larger than it uses.
+
+The default thresholds and how each was chosen (on several worlds, each left out in turn) are in the README's
+verdict section; ``python benchmarks/diagnosis_study.py`` reproduces them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-__all__ = ["QualityThresholds", "Thresholds", "Verdict", "learning_rate_verdict", "quality_warnings", "stride_verdict"]
+__all__ = [
+    "KernelEvidence",
+    "LearningRateEvidence",
+    "QualityThresholds",
+    "StrideEvidence",
+    "Thresholds",
+    "Verdict",
+    "kernel_size_verdict",
+    "learning_rate_verdict",
+    "quality_warnings",
+    "stride_verdict",
+]
+
+NOT_YET = "not enough evidence yet"
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Verdict thresholds.
+    """Where the verdicts draw their lines (see the module docstring for the signals).
 
     Args:
-        lattice_peak_ratio: stride: a first-layer stride > 1 whose deconvnet projections have shown a lattice
-            stronger than this (the largest lattice-peak ratio seen so far, log10 peak/ring power) aliases.
-            Study: 11/4 at least 0.934, every stride-2 run at most 0.797.
-        early_update_ratio: learning rate too high: median update/weight ratio over the convolutions above this
-            at a probe within the first ``early_steps`` steps. Study, step 10: x10 at least 0.011, working rate
-            at most 0.0017.
-        early_steps: the window of ``early_update_ratio`` (later, a healthy ratio grows past it with momentum).
-        dead_channels: learning rate too high: the deepest stage's dead-channel fraction above this at any probe.
-            Study: working rate at most 0.156 in 100 steps, x10 at least 0.53 at step 100.
-        low_update_ratio: learning rate too low: median update/weight ratio below this. Study: /100 at most
-            2.7e-5, working rate at least 0.0012, x10 after its collapse at least 8.1e-4.
+        progress_ok: learning rate ok once the training loss has lost at least this share of its first value.
+        stalled_progress: the loss has stalled while it has lost less than this share.
+        loss_rise: too high when the loss has risen this share above its first value.
+        spike: too high when the loss jumped to this many times its first value and has not fallen by
+            ``progress_ok`` since (a rate at the edge of stability).
+        dead_channels: too high when more than this share of the deepest stage's channels are dead (zero on the
+            whole probe) and the loss is not falling by ``progress_ok``.
+        change_low: while the loss has stalled, the deepest stage's representation of the probe has moved less
+            than this since the first probe (1 - linear CKA): too low (from ``low_after`` steps on); at or above it
+            the network is learning.
+        low_after: steps before a rate is called too low: early on, a working rate can move the network this
+            little too.
+        min_learned: kernel and stride verdicts abstain while the learned part of the first layer's filters is less
+            than this share of their norm: random filters are no evidence.
+        alias_fraction: stride aliasing when more than this share of the first layer's response lies beyond its
+            stride's Nyquist limit.
+        coarse_map: the stride gets no "ok" while the deepest stage's map is this small or smaller (2: 2x2): there
+            the first stride costs resolution, which the alias fraction cannot judge.
+        window_share: kernel larger than it uses when the smallest centred window holding this share of the learned
+            filters' energy is smaller than the kernel.
     """
 
-    lattice_peak_ratio: float = 0.86
-    early_update_ratio: float = 0.0043
-    early_steps: int = 10
-    dead_channels: float = 0.35
-    low_update_ratio: float = 1.5e-4
+    progress_ok: float = 0.14
+    stalled_progress: float = 0.02
+    loss_rise: float = 0.1
+    spike: float = 1.8
+    dead_channels: float = 0.7
+    change_low: float = 0.05
+    low_after: int = 100
+    min_learned: float = 0.15
+    alias_fraction: float = 0.12
+    coarse_map: int = 2
+    window_share: float = 0.9
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """One finding: its name, a number for programs (``verdict/<name>``) and a line of text for people."""
+    """One finding: its name, a number for programs (``verdict/<name>``; None while the verdict abstains), a line
+    of text for people, and its degree: how far the evidence lies beyond the line that decided the verdict, as a
+    ratio of at least 1 (1: on the line; 3: three times past it, a clear case). None where no measured line
+    decided it (a structural fact such as stride 1, or no evidence yet)."""
 
     name: str
-    value: int
+    value: int | None
     text: str
+    degree: float | None = None
 
 
-def stride_verdict(layer: str, kernel: int, stride: int, max_lpr: float, thresholds: Thresholds) -> Verdict:
-    """1 (aliasing) when ``stride > 1`` and the largest lattice-peak ratio seen exceeds its threshold, else 0."""
-    limit = thresholds.lattice_peak_ratio
-    if stride > 1 and max_lpr > limit:
-        return Verdict("stride", 1, f"{layer} stride {stride} with kernel {kernel}: projections show a strong "
-                       f"stride-{stride} lattice (lattice-peak ratio {max_lpr:.2f} > {limit}); try stride "
-                       f"{max(1, stride // 2)}, as ZFNet did")  # fmt: skip
-    return Verdict("stride", 0, f"{layer} stride {stride} with kernel {kernel}: no strong lattice "
-                   f"(lattice-peak ratio {max_lpr:.2f} <= {limit})")  # fmt: skip
+def _ratio(line: float, measured: float) -> float:
+    """line / measured, for a verdict decided by a value below its line (at most 1000: a zero is no clearer)."""
+    return min(line / max(measured, 1e-12), 1000.0)
 
 
-def learning_rate_verdict(
-    step: int, median_update_ratio: float | None, dead_channels: float, already_high: bool, thresholds: Thresholds
-) -> Verdict:
-    """1 (too high), -1 (too low) or 0.
+@dataclass(frozen=True)
+class LearningRateEvidence:
+    """What the learning-rate verdict reads at a probe.
 
-    Too high once the early update ratio or the dead-channel fraction has passed its threshold (and from then on:
-    a rate that is too high often shows as a spike, then a collapse with dead units and tiny updates); too low when
-    the median update ratio is below its threshold.
+    Args:
+        step: the optimizer step.
+        nonfinite: what was not finite and since when (for example "the training loss since step 49"), or None.
+        loss_progress: share of the first batch's training loss removed so far; None until enough batches.
+        spike: the largest training loss so far over the first batch's.
+        change: 1 - linear CKA between the deepest stage's probe representation now and at the first probe.
+        dead_channels: share of the deepest stage's channels that are zero on the whole probe.
     """
-    t = thresholds
-    r = median_update_ratio
-    if (
-        already_high
-        or dead_channels > t.dead_channels
-        or (r is not None and step <= t.early_steps and r > t.early_update_ratio)
-    ):
-        measured = f"update/weight ratio {r:.2g}" if r is not None else "no update ratio at this step"
-        return Verdict("learning_rate", 1, f"learning rate too high at or before step {step}: {measured} (limit "
-                       f"{t.early_update_ratio:g} in the first {t.early_steps} steps; about 1e-3 is healthy), dead "
-                       f"channels {dead_channels:.0%} (limit {t.dead_channels:.0%}); try a rate ten times "
-                       "smaller")  # fmt: skip
-    if r is not None and r < t.low_update_ratio:
-        return Verdict("learning_rate", -1, f"learning rate too low: update/weight ratio {r:.2g} < "
-                       f"{t.low_update_ratio:g} (about 1e-3 is healthy); try a rate ten times larger")  # fmt: skip
-    shown = "no update ratio at this step" if r is None else f"update/weight ratio {r:.2g}"
-    return Verdict("learning_rate", 0, f"learning rate ok: {shown}, dead channels {dead_channels:.0%}")
+
+    step: int
+    nonfinite: str | None = None
+    loss_progress: float | None = None
+    spike: float | None = None
+    change: float | None = None
+    dead_channels: float | None = None
+
+
+def learning_rate_verdict(evidence: LearningRateEvidence, thresholds: Thresholds) -> Verdict:
+    """1 (too high), -1 (too low), 0 (ok) or None (not enough evidence yet), checked in this order:
+
+    1. anything non-finite: diverged;
+    2. while the loss is not falling clearly: most units dead, or the loss risen above its start, or a jump of the
+       loss early on that it has not recovered from: too high;
+    3. the loss falling clearly, or the network's representation moving: ok (a plateau of the loss while the
+       network changes is how many working runs start);
+    4. the loss stalled and the network barely changed, after ``low_after`` steps: too low.
+    """
+    e, t = evidence, thresholds
+    if e.nonfinite is not None:
+        return Verdict("learning_rate", 1, f"✗ diverged: {e.nonfinite} not finite (NaN or inf); the learning "
+                       "rate is far too high for this model: try one ten times smaller, gradient clipping, or a "
+                       "warm-up")  # fmt: skip
+    p = e.loss_progress
+    if p is None:
+        return Verdict("learning_rate", None, f"{NOT_YET}: the training loss has not been seen for long enough")
+    change = "not measured" if e.change is None else f"{e.change:.2f}"
+    dead = "not measured" if e.dead_channels is None else f"{e.dead_channels:.0%}"
+    spike = "not measured" if e.spike is None else f"{e.spike:.1f}x"
+    numbers = (f"loss {-p:+.1%} since the first batch, largest loss {spike} the first, representation change "
+               f"{change}, dead channels {dead}")  # fmt: skip
+    smaller = "try a rate ten times smaller"
+    if p < t.progress_ok:
+        if e.dead_channels is not None and e.dead_channels > t.dead_channels:
+            return Verdict("learning_rate", 1, f"✗ too high: most units died and the loss is not falling "
+                           f"({numbers}; dead limit {t.dead_channels:.0%}); {smaller}",
+                           e.dead_channels / t.dead_channels)  # fmt: skip
+        if p < -t.loss_rise:
+            return Verdict("learning_rate", 1, f"✗ too high: the training loss rose above its start ({numbers}; "
+                           f"limit +{t.loss_rise:.0%}); {smaller}", -p / t.loss_rise)  # fmt: skip
+        if e.spike is not None and e.spike > t.spike:
+            return Verdict("learning_rate", 1, f"✗ too high: the loss jumped to {e.spike:.1f} times its start and "
+                           f"has not come down since ({numbers}; jump limit {t.spike:.1f}x, falling from "
+                           f"-{t.progress_ok:.0%}); {smaller}, or a warm-up", e.spike / t.spike)  # fmt: skip
+    if p >= t.progress_ok:
+        return Verdict("learning_rate", 0, f"ok: the training loss is falling ({numbers}; ok from "
+                       f"-{t.progress_ok:.0%})", p / t.progress_ok)  # fmt: skip
+    if e.change is not None and e.change >= t.change_low:
+        return Verdict("learning_rate", 0, f"ok: the network is learning, its representation is moving while the "
+                       f"loss has not fallen much yet ({numbers}; moving from {t.change_low:.2f})",
+                       e.change / t.change_low)  # fmt: skip
+    if e.change is not None and p < t.stalled_progress and e.step >= t.low_after:
+        return Verdict("learning_rate", -1, f"✗ too low: the loss stalled and the network barely changed in "
+                       f"{e.step} steps ({numbers}; change limit {t.change_low:.2f}); try a rate ten times larger",
+                       _ratio(t.change_low, e.change))  # fmt: skip
+    return Verdict("learning_rate", None, f"{NOT_YET}: the loss is not falling and the network is barely moving; "
+                   f"too low if it stays so until step {t.low_after} ({numbers})")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StrideEvidence:
+    """What the stride verdict reads: the first layer, its kernel and stride, the learned share of its filters
+    (norm of now minus initial over the norm now), its alias fraction on the probe, and the side of the deepest
+    stage's feature map (the smaller of height and width)."""
+
+    layer: str
+    kernel: int
+    stride: int
+    learned: float | None = None
+    alias_fraction: float | None = None
+    deepest_map: int | None = None
+
+
+def stride_verdict(evidence: StrideEvidence, thresholds: Thresholds) -> Verdict:
+    """1 (aliasing), 0 (ok) or None (not enough evidence yet)."""
+    e, t = evidence, thresholds
+    where = f"{e.layer} ({e.kernel}x{e.kernel}, stride {e.stride})"
+    if e.stride == 1:
+        return Verdict("stride", 0, f"ok: {where} samples every pixel, nothing to alias")
+    if e.learned is None or e.alias_fraction is None or math.isnan(e.alias_fraction) or e.learned < t.min_learned:
+        learned = "not measured" if e.learned is None else f"{e.learned:.0%}"
+        return Verdict("stride", None, f"{NOT_YET}: {where} filters are still mostly their random initialisation "
+                       f"(learned share {learned}, needed {t.min_learned:.0%})")  # fmt: skip
+    a = e.alias_fraction
+    if a > t.alias_fraction:
+        return Verdict("stride", 1, f"✗ aliasing: {a:.0%} of {where}'s response lies beyond what stride "
+                       f"{e.stride} can carry and folds back (limit {t.alias_fraction:.0%}); blur before subsampling "
+                       f"(run the convolution at stride 1, then a small binomial blur with stride {e.stride}: Zhang "
+                       f"2019, anti-aliased CNNs), or try stride {max(1, e.stride // 2)} (about 4 times the compute "
+                       "after it)", a / t.alias_fraction)  # fmt: skip
+    if e.deepest_map is not None and e.deepest_map <= t.coarse_map:
+        m = e.deepest_map
+        return Verdict("stride", None, f"no verdict: only {a:.0%} of {where}'s response aliases (limit "
+                       f"{t.alias_fraction:.0%}), but the deepest feature map is {m}x{m}: here the first stride "
+                       f"costs resolution, which aliasing does not measure; for small images a smaller first stride "
+                       "may help (as CIFAR ResNets use)")  # fmt: skip
+    return Verdict("stride", 0, f"ok: {a:.0%} of {where}'s response aliases (limit {t.alias_fraction:.0%})",
+                   _ratio(t.alias_fraction, a))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class KernelEvidence:
+    """What the kernel-size verdict reads: the first layer, its kernel and stride, the learned share of its
+    filters, the learned part's energy on the rim (over an even spread) and the window holding most of it."""
+
+    layer: str
+    kernel: int
+    stride: int
+    learned: float | None = None
+    rim_share: float | None = None
+    window: int | None = None
+
+
+def kernel_size_verdict(evidence: KernelEvidence, thresholds: Thresholds) -> Verdict:
+    """-1 (too small: smaller than its stride), 1 (larger than it uses), 0 (ok) or None (not enough evidence yet).
+
+    A 3x3 or smaller kernel that covers its stride gets no verdict: it has no rim to judge it by, and whether a
+    larger kernel would learn better depends on the data and the depth (see the README's study)."""
+    e, t = evidence, thresholds
+    where = f"{e.layer} ({e.kernel}x{e.kernel}, stride {e.stride})"
+    if e.kernel < e.stride:
+        unseen = 1 - (e.kernel / e.stride) ** 2
+        return Verdict("kernel_size", -1, f"✗ too small: {where} never sees {unseen:.0%} of the pixels (a kernel "
+                       f"smaller than its stride); try kernel {e.stride + 1 if e.stride % 2 == 0 else e.stride} or "
+                       f"more, or stride {e.kernel}")  # fmt: skip
+    if e.kernel <= 3:
+        return Verdict("kernel_size", None, f"no verdict: {where} covers every pixel and has no rim to judge its "
+                       "size by")  # fmt: skip
+    if e.learned is None or e.window is None or e.learned < t.min_learned:
+        learned = "not measured" if e.learned is None else f"{e.learned:.0%}"
+        return Verdict("kernel_size", None, f"{NOT_YET}: {where} filters are still mostly their random "
+                       f"initialisation (learned share {learned}, needed {t.min_learned:.0%})")  # fmt: skip
+    rim = "" if e.rim_share is None else f", rim energy {e.rim_share:.2f} of an even spread"
+    if e.window < e.kernel:
+        window = max(e.window, e.stride)
+        saved = 1 - window**2 / e.kernel**2
+        return Verdict("kernel_size", 1, f"✗ larger than it uses: the learned filters keep {t.window_share:.0%} of "
+                       f"their energy in the central {e.window}x{e.window} of {where}{rim}; try kernel {window} "
+                       f"({saved:.0%} fewer multiply-adds in {e.layer})", e.kernel / e.window)  # fmt: skip
+    return Verdict("kernel_size", 0, f"ok: {where} covers every pixel and the learned filters use all of it "
+                   f"(the central {e.kernel - 2}x{e.kernel - 2} holds less than {t.window_share:.0%} of their "
+                   f"energy{rim})")  # fmt: skip
 
 
 @dataclass(frozen=True)

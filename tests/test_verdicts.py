@@ -1,0 +1,102 @@
+"""The verdict rules on hand-made evidence: every branch, its number and its text. The thresholds are given
+explicitly, so these tests do not move when the study chooses other defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from lightning_viz.diagnostics.verdicts import (
+    KernelEvidence,
+    LearningRateEvidence,
+    StrideEvidence,
+    Thresholds,
+    kernel_size_verdict,
+    learning_rate_verdict,
+    stride_verdict,
+)
+
+T = Thresholds(
+    progress_ok=0.1,
+    stalled_progress=0.02,
+    loss_rise=0.1,
+    spike=2.0,
+    dead_channels=0.7,
+    change_low=0.05,
+    low_after=100,
+    min_learned=0.3,
+    alias_fraction=0.3,
+    coarse_map=2,
+    window_share=0.9,
+)
+
+
+def lr(**kwargs: object) -> LearningRateEvidence:
+    return LearningRateEvidence(**{"step": 100, **kwargs})  # type: ignore[arg-type]
+
+
+def test_divergence_is_named_with_what_and_when() -> None:
+    verdict = learning_rate_verdict(lr(nonfinite="the training loss since step 49", loss_progress=0.3), T)
+    assert verdict.value == 1
+    assert "diverged: the training loss since step 49 not finite (NaN or inf)" in verdict.text
+
+
+def test_learning_rate_abstains_until_the_loss_has_been_seen() -> None:
+    verdict = learning_rate_verdict(lr(step=0), T)
+    assert verdict.value is None and verdict.text.startswith("not enough evidence yet")
+
+
+@pytest.mark.parametrize(
+    ("evidence", "value", "words"),
+    [
+        (dict(loss_progress=0.2, spike=1.1, change=0.4, dead_channels=0.0), 0, "ok: the training loss is falling"),
+        (dict(loss_progress=-0.3, spike=1.3, change=0.9, dead_channels=0.0), 1, "rose above its start"),
+        (dict(loss_progress=0.0, spike=1.0, change=1.0, dead_channels=0.95), 1, "most units died"),
+        (dict(loss_progress=0.05, spike=3.0, change=0.8, dead_channels=0.1), 1, "jumped to 3.0 times its start"),
+        # a jump or dead units the loss has recovered from: the loss decides
+        (dict(loss_progress=0.4, spike=3.0, change=0.8, dead_channels=0.9), 0, "ok: the training loss is falling"),
+        # a plateau: the loss has not moved yet but the network has
+        (dict(loss_progress=0.0, spike=1.0, change=0.3, dead_channels=0.1), 0, "ok: the network is learning"),
+        (dict(loss_progress=0.001, spike=1.0, change=0.001, dead_channels=0.0), -1, "too low"),
+        (dict(step=50, loss_progress=0.001, spike=1.0, change=0.001), None, "too low if it stays so until step 100"),
+        (dict(loss_progress=0.05, spike=1.0, change=0.01), None, "not enough evidence yet"),
+    ],
+)
+def test_learning_rate_rules(evidence: dict[str, float], value: int | None, words: str) -> None:
+    verdict = learning_rate_verdict(lr(**evidence), T)
+    assert verdict.value == value and words in verdict.text
+    if value in (-1, 1):
+        assert verdict.text.startswith("✗") and "try a rate ten times" in verdict.text
+        assert verdict.degree is not None and verdict.degree > 1  # past its line
+
+
+def test_stride_rules() -> None:
+    assert stride_verdict(StrideEvidence("conv1", 3, 1), T).value == 0  # stride 1 cannot alias
+    untrained = stride_verdict(StrideEvidence("conv1", 7, 2, learned=0.05, alias_fraction=0.9), T)
+    assert untrained.value is None and "random initialisation (learned share 5%, needed 30%)" in untrained.text
+    aliasing = stride_verdict(StrideEvidence("conv1", 11, 4, learned=0.5, alias_fraction=0.6), T)
+    assert aliasing.value == 1 and aliasing.degree == pytest.approx(2.0)
+    assert "60% of conv1 (11x11, stride 4)'s response" in aliasing.text and "try stride 2" in aliasing.text
+    assert "blur before subsampling" in aliasing.text and aliasing.text.startswith("✗")
+    assert stride_verdict(StrideEvidence("conv1", 7, 2, learned=0.5, alias_fraction=0.1, deepest_map=7), T).value == 0
+    # a 2x2 deepest map: the stride costs resolution, which the alias fraction does not judge: no "ok"
+    coarse = stride_verdict(StrideEvidence("conv1", 7, 2, learned=0.5, alias_fraction=0.1, deepest_map=2), T)
+    assert coarse.value is None and "the deepest feature map is 2x2" in coarse.text
+    # but aliasing is aliasing at any resolution
+    assert stride_verdict(StrideEvidence("conv1", 7, 4, learned=0.5, alias_fraction=0.4, deepest_map=1), T).value == 1
+
+
+def test_kernel_rules() -> None:
+    small = kernel_size_verdict(KernelEvidence("conv1", 1, 2), T)
+    assert small.value == -1 and "never sees 75% of the pixels" in small.text and "try kernel 3" in small.text
+    assert kernel_size_verdict(KernelEvidence("conv1", 3, 4), T).value == -1  # before any training: it is geometry
+    three = kernel_size_verdict(KernelEvidence("conv1", 3, 2, learned=0.9, rim_share=1.0, window=3), T)
+    assert three.value is None and "no rim to judge its size by" in three.text
+    untrained = kernel_size_verdict(KernelEvidence("conv1", 11, 4, learned=0.1, rim_share=0.2, window=5), T)
+    assert untrained.value is None and "not enough evidence yet" in untrained.text
+    larger = kernel_size_verdict(KernelEvidence("conv1", 11, 2, learned=0.5, rim_share=0.3, window=5), T)
+    assert larger.value == 1 and "central 5x5" in larger.text and "try kernel 5" in larger.text
+    assert "79% fewer multiply-adds" in larger.text and larger.degree == pytest.approx(11 / 5)
+    # the suggested kernel is never smaller than the stride
+    assert "try kernel 4" in kernel_size_verdict(KernelEvidence("conv1", 11, 4, 0.5, 0.3, window=3), T).text
+    ok = kernel_size_verdict(KernelEvidence("conv1", 7, 2, learned=0.5, rim_share=0.9, window=7), T)
+    assert ok.value == 0 and "use all of it" in ok.text
