@@ -287,16 +287,18 @@ class Shapes(Dataset[tuple[Tensor, Tensor, Tensor]]):
         images: Tensor of shape (N, 3, 64, 64), uint8, values in [0, 255] (raw image times 255, rounded).
         targets: Tensor of shape (N,), int64, values in [0, 6).
         masks: Tensor of shape (N, 64, 64), bool, True on the object.
-        mean: Per-channel mean used for normalisation (``SHAPES_MEAN``).
-        std: Per-channel standard deviation used for normalisation (``SHAPES_STD``).
+        mean: Per-channel mean used for normalisation (``SHAPES_MEAN``); None when ``normalize`` is False, so that
+            nothing (a probe, a viewer) undoes a normalisation that was never applied.
+        std: Per-channel standard deviation used for normalisation (``SHAPES_STD``); None when ``normalize`` is
+            False.
         image_size: Height and width of the images in pixels (64).
         normalize: Whether ``__getitem__`` normalises images with ``mean`` and ``std``.
         seed: Seed of the generator.
     """
 
     classes: list[str]
-    mean: tuple[float, float, float] = SHAPES_MEAN
-    std: tuple[float, float, float] = SHAPES_STD
+    mean: tuple[float, float, float] | None = SHAPES_MEAN
+    std: tuple[float, float, float] | None = SHAPES_STD
     image_size: int = _IMAGE_SIZE
 
     def __init__(
@@ -346,8 +348,10 @@ class Shapes(Dataset[tuple[Tensor, Tensor, Tensor]]):
             self.images[start:stop] = images
             self.masks[start:stop] = masks
 
-        self._mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
-        self._std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+        self._mean = torch.tensor(SHAPES_MEAN, dtype=torch.float32).view(3, 1, 1)
+        self._std = torch.tensor(SHAPES_STD, dtype=torch.float32).view(3, 1, 1)
+        if not normalize:
+            self.mean = self.std = None
 
     def __len__(self) -> int:
         """Returns the number of samples."""
@@ -378,4 +382,6 @@ class Shapes(Dataset[tuple[Tensor, Tensor, Tensor]]):
         Returns:
             New tensor of the same shape, values in [0, 1].
         """
+        if self.mean is None or self.std is None:  # never normalised
+            return images.clamp(0.0, 1.0)
         return denormalize(images, self.mean, self.std)

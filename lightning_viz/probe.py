@@ -68,6 +68,8 @@ def _normalization(dataset: Any) -> tuple[tuple[float, ...], tuple[float, ...]] 
     """Mean and std the dataset normalises with: its own ``mean``/``std``, or a torchvision ``Normalize``."""
     base = _unwrap(dataset)
     if hasattr(base, "mean") and hasattr(base, "std"):
+        if base.mean is None or base.std is None:  # a dataset that says it does not normalise
+            return None, None
         return tuple(float(v) for v in base.mean), tuple(float(v) for v in base.std)
     transform = getattr(base, "transform", None)
     for step in getattr(transform, "transforms", [transform]):
@@ -156,7 +158,8 @@ class ProbeBatch:
     def display_images(self) -> Tensor:
         """The images for display: Tensor of shape (N, C, H, W), values in [0, 1], float32, on the CPU.
 
-        The normalisation is undone when mean and std are known; otherwise each image is min-max scaled. Images
+        The normalisation is undone when mean and std are known; otherwise images already in [0, 1] are shown as
+        they are and others min-max scaled, each on its own. Images
         with other than 1 or 3 channels are shown by their first channel (2 channels) or first three (4 or more).
         """
         images = self.images.detach().float().cpu()
@@ -164,7 +167,7 @@ class ProbeBatch:
             mean = torch.tensor(self.mean)[None, :, None, None]
             std = torch.tensor(self.std)[None, :, None, None]
             images = (images * std + mean).clamp(0.0, 1.0)
-        else:
+        elif images.numel() and (images.min() < 0 or images.max() > 1):
             flat = images.flatten(1)
             low, high = flat.min(1).values, flat.max(1).values
             images = (images - low[:, None, None, None]) / (high - low).clamp_min(1e-12)[:, None, None, None]

@@ -46,6 +46,10 @@ def test_display_undoes_the_normalisation(shapes: Shapes) -> None:
     raw = Shapes(size=120, seed=3, normalize=False)
     expected = torch.stack([raw[i][0] for i in probe.indices or []])
     torch.testing.assert_close(probe.display_images(), expected, atol=1e-5, rtol=0)
+    # raw images: nothing to undo, so the probe must not take the normalised dataset's mean and std
+    unnormalised = ProbeBatch.from_dataloader(DataLoader(raw), size=6)
+    assert raw.mean is None and unnormalised.mean is None and unnormalised.std is None
+    torch.testing.assert_close(unnormalised.display_images(), unnormalised.images.clamp(0, 1))
 
 
 def test_normalisation_found_through_subset_and_torchvision_normalize() -> None:
