@@ -113,7 +113,8 @@ def test_probe_from_validation_hooks(tmp_path: Path) -> None:
     again = GradCAMMonitor(probe=monitor.probe, layers="net.conv3")
     hook = ProbeAtValidationEnd(again)
     trainer = make_trainer(tmp_path / "validate", [again, hook])
-    trainer.validate(run[0], random_loader(n=32, seed=1, shuffle=False), verbose=False)
+    with pytest.warns(UserWarning, match=r"GradCAMMonitor probe during fit only: trainer.validate logs nothing"):
+        trainer.validate(run[0], random_loader(n=32, seed=1, shuffle=False), verbose=False)
     assert hook.modes == [(True, False)]
     events = read_events(trainer.logger.log_dir)
     assert [e.step for e in events.Images("gradcam/net.conv3")] == [0]

@@ -11,11 +11,13 @@ import torch.nn.functional as F
 from conftest import AwkwardNet, Classifier, random_loader
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_viz import GradCAMMonitor
+from lightning_viz import FilterMonitor, GradCAMMonitor, TrainingDiagnostics
+from lightning_viz.callbacks._base import refuse_sharded
 
 
 def _fit(
@@ -109,3 +111,26 @@ def test_bad_arguments_fail_at_construction(kwargs: dict[str, Any], message: str
 def test_bad_probe_type() -> None:
     with pytest.raises(TypeError, match="probe must be a ProbeBatch, an image tensor or None, got list"):
         GradCAMMonitor(probe=[1, 2])  # type: ignore[arg-type]
+
+
+def test_validate_and_predict_say_once_that_the_monitors_probe_during_fit(tmp_path: Path) -> None:
+    model = Classifier(AwkwardNet())
+    monitors = [GradCAMMonitor(), TrainingDiagnostics(), FilterMonitor()]
+    trainer = Trainer(callbacks=monitors, accelerator="cpu", logger=TensorBoardLogger(str(tmp_path)),
+                      enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    images = DataLoader(torch.randn(16, 3, 16, 16), batch_size=8)  # what predict_step passes to forward
+    for stage, run, loader in (
+        ("validate", trainer.validate, random_loader(n=16)),
+        ("predict", trainer.predict, images),
+    ):
+        with pytest.warns(UserWarning) as record:
+            run(model, loader)
+        said = [str(w.message) for w in record if "probe during fit only" in str(w.message)]
+        assert said == [f"FilterMonitor, GradCAMMonitor, TrainingDiagnostics probe during fit only: trainer.{stage} "
+                        "logs nothing from them (a callback of yours may call probe_now from its hooks)"]  # fmt: skip
+
+
+def test_strategies_that_shard_parameters_are_refused() -> None:
+    with pytest.raises(MisconfigurationException, match="GradCAMMonitor does not support FSDPStrategy: it shards"):
+        refuse_sharded(FSDPStrategy(), "GradCAMMonitor")
+    refuse_sharded(DDPStrategy(), "GradCAMMonitor")  # every rank holds the whole model

@@ -63,6 +63,22 @@ def nonfinite_message(step: int, names: list[str]) -> str:
             "seen; try a learning rate ten times smaller.")  # fmt: skip
 
 
+# strategies that shard parameters across ranks: a forward pass on rank zero alone would wait for the others' shards
+_SHARDED = ("FSDP", "DeepSpeed", "ModelParallel")
+
+
+def refuse_sharded(strategy: object, monitor: str) -> None:
+    """Raise when ``strategy`` shards the parameters: the monitors probe on global rank zero alone, with no
+    collective call, which would hang or fail on a sharded model."""
+    name = type(strategy).__name__
+    if any(kind in name for kind in _SHARDED):
+        raise MisconfigurationException(
+            f"{monitor} does not support {name}: it shards the parameters across ranks, and the monitors probe on "
+            "rank zero alone; train with strategy='ddp' (each rank holds the whole model) while you diagnose, or "
+            "remove the lightning_viz callbacks"
+        )
+
+
 def _positive_or_none(name: str, value: int | None) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
         raise ValueError(f"{name} must be a positive int or None, got {value!r}")
@@ -175,7 +191,16 @@ class ProbeMonitor(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._writer = tensorboard_writer(trainer)
-        if stage == "fit" and self._writer is None and not getattr(trainer, "fast_dev_run", False):
+        if stage != "fit":
+            monitors = [c for c in trainer.callbacks if isinstance(c, ProbeMonitor)]  # type: ignore[attr-defined]
+            if monitors and monitors[0] is self:  # said once for all the monitors attached
+                names = ", ".join(sorted({type(c).__name__ for c in monitors}))
+                stage = getattr(stage, "value", stage)  # a TrainerFn: "validate", "test", "predict"
+                warnings.warn(f"{names} probe during fit only: trainer.{stage} logs nothing from them (a callback "
+                              "of yours may call probe_now from its hooks)", UserWarning, stacklevel=2)  # fmt: skip
+            return
+        refuse_sharded(trainer.strategy, type(self).__name__)
+        if self._writer is None and not getattr(trainer, "fast_dev_run", False):
             raise MisconfigurationException(
                 f"{type(self).__name__} logs to TensorBoard, but trainer.loggers has no TensorBoardLogger "
                 f"(found {[type(x).__name__ for x in trainer.loggers] or 'none'}): "
