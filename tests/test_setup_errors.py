@@ -132,5 +132,5 @@ def test_validate_and_predict_say_once_that_the_monitors_probe_during_fit(tmp_pa
 
 def test_strategies_that_shard_parameters_are_refused() -> None:
     with pytest.raises(MisconfigurationException, match="GradCAMMonitor does not support FSDPStrategy: it shards"):
-        refuse_sharded(FSDPStrategy(), "GradCAMMonitor")
+        refuse_sharded(FSDPStrategy(), "GradCAMMonitor", MisconfigurationException)
     refuse_sharded(DDPStrategy(), "GradCAMMonitor")  # every rank holds the whole model

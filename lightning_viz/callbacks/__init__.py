@@ -1,4 +1,6 @@
-"""Lightning callbacks: thin configuration over the pure functions in ``methods`` and ``render``."""
+"""The monitors, written once on no Lightning base: thin configuration over the pure functions in ``methods`` and
+``render``. Use them as callbacks through ``lightning_viz`` (or ``lightning_viz.lightning`` /
+``lightning_viz.pytorch_lightning``), which binds each to the Lightning package you train with."""
 
 from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor
 from lightning_viz.callbacks.deconvnet import DeconvNetMonitor

@@ -16,19 +16,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.exceptions import MisconfigurationException
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
-from typing_extensions import override
 
+from lightning_viz._namespace import PACKAGES, Namespace
 from lightning_viz.diagnostics import nonfinite_parameters
 from lightning_viz.methods import conv_layer_names, isolated, resolve_layer
 from lightning_viz.probe import ProbeBatch
 
 __all__ = ["ProbeLogs", "ProbeMonitor"]
+
+# A pytorch_lightning or a lightning.pytorch Trainer and LightningModule: the monitors are written on no Lightning
+# base and bound to the user's package by lightning_viz._namespace. Not imported even for type checking, which
+# LightningCLI's argument parser (jsonargparse) executes to resolve annotations.
+Trainer = Any
+LightningModule = Any
 
 LayerSpec = str | nn.Module
 
@@ -42,11 +44,11 @@ class ProbeLogs:
     texts: dict[str, str] = field(default_factory=dict)
 
 
-def tensorboard_writer(trainer: pl.Trainer) -> Any | None:
-    """The ``SummaryWriter`` of the first ``TensorBoardLogger`` among ``trainer.loggers``, or None."""
+def tensorboard_writer(trainer: Trainer, logger_class: type) -> Any | None:
+    """The ``SummaryWriter`` of the first ``logger_class`` (a ``TensorBoardLogger``) among ``trainer.loggers``."""
     for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
+        if isinstance(logger, logger_class):
+            return getattr(logger, "experiment", None)
     return None
 
 
@@ -67,12 +69,12 @@ def nonfinite_message(step: int, names: list[str]) -> str:
 _SHARDED = ("FSDP", "DeepSpeed", "ModelParallel")
 
 
-def refuse_sharded(strategy: object, monitor: str) -> None:
-    """Raise when ``strategy`` shards the parameters: the monitors probe on global rank zero alone, with no
-    collective call, which would hang or fail on a sharded model."""
+def refuse_sharded(strategy: object, monitor: str, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` when ``strategy`` shards the parameters: the monitors probe on global rank zero alone, with
+    no collective call, which would hang or fail on a sharded model."""
     name = type(strategy).__name__
     if any(kind in name for kind in _SHARDED):
-        raise MisconfigurationException(
+        raise error(
             f"{monitor} does not support {name}: it shards the parameters across ranks, and the monitors probe on "
             "rank zero alone; train with strategy='ddp' (each rank holds the whole model) while you diagnose, or "
             "remove the lightning_viz callbacks"
@@ -84,7 +86,7 @@ def _positive_or_none(name: str, value: int | None) -> None:
         raise ValueError(f"{name} must be a positive int or None, got {value!r}")
 
 
-class ProbeMonitor(Callback):
+class ProbeMonitor:
     """Base of the lightning_viz monitors: runs :meth:`compute` on a fixed probe batch at chosen steps.
 
     Probes run at step 0 (before any update), at each of ``early_steps``, every ``every_n_steps`` optimizer
@@ -184,49 +186,63 @@ class ProbeMonitor(Callback):
         }
 
     @property
-    @override
     def state_key(self) -> str:
-        return self._generate_state_key(**self._options())
+        """Lightning's key for this callback's state in a checkpoint (``Callback._generate_state_key``'s format)."""
+        return f"{type(self).__qualname__}{self._options()!r}"
 
-    @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._writer = tensorboard_writer(trainer)
+    _lightning: Namespace | None = None
+    """The Lightning package this class is a callback of (set by :func:`lightning_viz._namespace.bind`)."""
+
+    def _ns(self) -> Namespace:
+        if self._lightning is None:
+            raise TypeError(
+                f"{type(self).__name__} from lightning_viz.callbacks is not a Lightning callback: import it from "
+                "lightning_viz (or lightning_viz.lightning / lightning_viz.pytorch_lightning)"
+            )
+        return self._lightning
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        ns = self._ns()
+        if not isinstance(trainer, ns.Trainer):
+            other = "lightning.pytorch" if type(trainer).__module__.startswith("lightning.") else "pytorch_lightning"
+            raise ns.MisconfigurationException(
+                f"{type(self).__name__} is a {ns.name} callback, but the Trainer is a {other} one: import the monitors "
+                f"from {PACKAGES[other]} (or import {other} before `from lightning_viz import ...`)"
+            )
+        self._writer = tensorboard_writer(trainer, ns.TensorBoardLogger)
         if stage != "fit":
-            monitors = [c for c in trainer.callbacks if isinstance(c, ProbeMonitor)]  # type: ignore[attr-defined]
+            monitors = [c for c in trainer.callbacks if isinstance(c, ProbeMonitor)]
             if monitors and monitors[0] is self:  # said once for all the monitors attached
                 names = ", ".join(sorted({type(c).__name__ for c in monitors}))
                 stage = getattr(stage, "value", stage)  # a TrainerFn: "validate", "test", "predict"
                 warnings.warn(f"{names} probe during fit only: trainer.{stage} logs nothing from them (a callback "
                               "of yours may call probe_now from its hooks)", UserWarning, stacklevel=2)  # fmt: skip
             return
-        refuse_sharded(trainer.strategy, type(self).__name__)
+        refuse_sharded(trainer.strategy, type(self).__name__, ns.MisconfigurationException)
         if self._writer is None and not getattr(trainer, "fast_dev_run", False):
-            raise MisconfigurationException(
+            raise ns.MisconfigurationException(
                 f"{type(self).__name__} logs to TensorBoard, but trainer.loggers has no TensorBoardLogger "
                 f"(found {[type(x).__name__ for x in trainer.loggers] or 'none'}): "
                 "pass Trainer(logger=TensorBoardLogger(...))"
             )
 
-    @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # after configure_model, on every rank, so a configuration error stops all ranks alike
         if not conv_layer_names(pl_module):
-            raise MisconfigurationException(
+            raise self._ns().MisconfigurationException(
                 f"{type(self).__name__}: {type(pl_module).__name__} has no nn.Conv2d layer; lightning_viz "
                 "visualizes convolutional networks"
             )
         if self.layers is not None:
             self.layer_names = [resolve_layer(pl_module, layer)[0] for layer in self.layers]
 
-    @override
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._prepare(trainer, pl_module)  # on every rank, so a configuration error stops all ranks alike
         if trainer.global_step == 0:
             self.probe_now(trainer, pl_module)
 
-    @override
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self.is_probe_step(trainer.global_step):
             self.probe_now(trainer, pl_module)
@@ -235,16 +251,13 @@ class ProbeMonitor(Callback):
         """Whether the step cadence probes at optimizer step ``step`` (step 0 and epoch ends aside)."""
         return step in self.early_steps or (self.every_n_steps is not None and step % self.every_n_steps == 0)
 
-    @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.every_n_epochs is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self.probe_now(trainer, pl_module)
 
-    @override
     def state_dict(self) -> dict[str, Any]:
         return {"probe": None if self.probe is None else self.probe.state_dict(), "last_step": self._last_step}
 
-    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("probe") is not None:
             self.probe = ProbeBatch.from_state_dict(state_dict["probe"])
@@ -252,7 +265,7 @@ class ProbeMonitor(Callback):
 
     # -- probing -----------------------------------------------------------------------------------------------
 
-    def _prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Draw the probe and choose the layers, once."""
         if self.probe is None:
             self.probe = ProbeBatch.from_dataloader(self._probe_loader(trainer), self.probe_size, self.seed)
@@ -264,7 +277,7 @@ class ProbeMonitor(Callback):
             with isolated(pl_module):
                 self.layer_names = self.default_layers(pl_module, self._probe_on(pl_module).images)
 
-    def probe_now(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def probe_now(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Probe at the current ``global_step`` (once per step), from any hook, validation hooks included."""
         step = trainer.global_step
         if trainer.sanity_checking or not trainer.is_global_zero or step == self._last_step:
@@ -313,8 +326,7 @@ class ProbeMonitor(Callback):
         writer.add_scalar(f"viz/overhead_ms/{type(self).__name__}", 1000 * (time.perf_counter() - start), step)
         writer.flush()  # the default SummaryWriter flushes every 120 s; a live view wants the step now
 
-    @staticmethod
-    def _probe_loader(trainer: pl.Trainer) -> Any:
+    def _probe_loader(self, trainer: Trainer) -> Any:
         loaders = trainer.val_dataloaders
         if isinstance(loaders, (list, tuple)):
             loaders = loaders[0] if loaders else None
@@ -323,5 +335,5 @@ class ProbeMonitor(Callback):
             if isinstance(loaders, (list, tuple)):
                 loaders = loaders[0]
         if loaders is None:
-            raise MisconfigurationException("no validation or training loader to draw the probe batch from")
+            raise self._ns().MisconfigurationException("no validation or training loader to draw the probe batch from")
         return loaders

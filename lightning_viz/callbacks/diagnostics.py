@@ -11,13 +11,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor, layer_key
+from lightning_viz.callbacks._base import LightningModule, ProbeLogs, ProbeMonitor, Trainer, layer_key
 from lightning_viz.diagnostics import (
     LossHistory,
     alias_fraction,
@@ -183,7 +182,7 @@ class TrainingDiagnostics(ProbeMonitor):
         }
 
     @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
         name = (
             conv_layer_names(pl_module)[0]
@@ -195,7 +194,7 @@ class TrainingDiagnostics(ProbeMonitor):
         self._first = name
 
     @override
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         assert self._first is not None
         first = resolve_layer(pl_module, self._first)[1]
         if self._initial is None and isinstance(first, nn.Conv2d):
@@ -204,23 +203,19 @@ class TrainingDiagnostics(ProbeMonitor):
             self._writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)
         super().on_train_start(trainer, pl_module)
 
-    @override
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
         step = trainer.global_step + 1  # the step this update completes
         if not trainer.is_global_zero or not self.is_probe_step(step) or (self._before and self._before[0] == step):
             return
         convs = {name: module.weight for name, module in _convs(pl_module)}
         self._before = (step, {name: weight.detach().clone() for name, weight in convs.items()})
 
-    @override
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         self._batch_step = trainer.global_step  # the step the batch's loss is computed at, as Lightning logs it
 
     @override
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if trainer.is_global_zero and isinstance(loss, Tensor) and loss.numel() == 1:

@@ -7,12 +7,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor, nonfinite_message
+from lightning_viz.callbacks._base import LightningModule, ProbeLogs, ProbeMonitor, Trainer, nonfinite_message
 from lightning_viz.callbacks.diagnostics import CUSTOM_SCALARS_LAYOUT
 from lightning_viz.diagnostics import (
     blank_maps,
@@ -147,7 +146,7 @@ class ExplanationQualityMonitor(ProbeMonitor):
         return [default_cam_layer(model, images)]
 
     @override
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero and self._writer is not None and trainer.global_step == 0:
             self._writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)
         super().on_train_start(trainer, pl_module)

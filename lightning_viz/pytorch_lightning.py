@@ -1,0 +1,16 @@
+"""The monitors as ``pytorch_lightning`` callbacks (``from lightning_viz.pytorch_lightning import GradCAMMonitor``).
+
+Importing this module imports ``pytorch_lightning`` and never ``lightning``."""
+
+from lightning_viz import callbacks as _core
+from lightning_viz._namespace import bind
+
+__all__ = ["DeconvNetMonitor", "ExplanationQualityMonitor", "FilterMonitor", "GradCAMMonitor", "TrainingDiagnostics"]
+
+DeconvNetMonitor: type[_core.DeconvNetMonitor] = bind(_core.DeconvNetMonitor, "pytorch_lightning")
+ExplanationQualityMonitor: type[_core.ExplanationQualityMonitor] = bind(
+    _core.ExplanationQualityMonitor, "pytorch_lightning"
+)
+FilterMonitor: type[_core.FilterMonitor] = bind(_core.FilterMonitor, "pytorch_lightning")
+GradCAMMonitor: type[_core.GradCAMMonitor] = bind(_core.GradCAMMonitor, "pytorch_lightning")
+TrainingDiagnostics: type[_core.TrainingDiagnostics] = bind(_core.TrainingDiagnostics, "pytorch_lightning")
