@@ -45,10 +45,17 @@ def split_batch(batch: Any) -> tuple[Tensor, Tensor | None, Tensor | None]:
             f"cannot find images in a batch of type {type(batch).__name__}: expected a tensor, (x,), (x, y), "
             f"(x, y, mask) or a dict with one of the keys {_IMAGE_KEYS}"
         )
-    if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
+    if (
+        not isinstance(images, Tensor)
+        or images.dim() != 4
+        or not (images.is_floating_point() or images.dtype == torch.uint8)
+    ):
         got = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images)
-        raise TypeError(f"lightning_viz probes image batches: expected a float tensor (N, C, H, W), got {got}")
+        raise TypeError(f"lightning_viz probes image batches: expected a float or uint8 tensor (N, C, H, W), got {got}")
     n = images.shape[0]
+    if isinstance(labels, Tensor) and labels.shape in ((n,), (n, 1)) and labels.is_floating_point():
+        # a binary classifier's targets (BCE): 0.0 / 1.0 are class indices
+        labels = labels.reshape(n).long() if bool(((labels == 0) | (labels == 1)).all()) else None
     if not (isinstance(labels, Tensor) and labels.shape == (n,) and not labels.is_floating_point()):
         labels = None
     if isinstance(masks, Tensor) and masks.dim() == 4 and masks.shape[1] == 1:
@@ -163,6 +170,8 @@ class ProbeBatch:
         with other than 1 or 3 channels are shown by their first channel (2 channels) or first three (4 or more).
         """
         images = self.images.detach().float().cpu()
+        if self.images.dtype == torch.uint8:
+            images = images / 255.0
         if self.mean is not None and self.std is not None:
             mean = torch.tensor(self.mean)[None, :, None, None]
             std = torch.tensor(self.std)[None, :, None, None]

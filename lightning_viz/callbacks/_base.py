@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -22,6 +23,13 @@ from torch import Tensor, nn
 from lightning_viz._namespace import PACKAGES, Namespace
 from lightning_viz.diagnostics import nonfinite_parameters
 from lightning_viz.methods import conv_layer_names, isolated, resolve_layer
+from lightning_viz.methods._outputs import (
+    OutputSpec,
+    as_classifier,
+    describe_output,
+    select_logits,
+    suggest_output,
+)
 from lightning_viz.probe import ProbeBatch
 
 __all__ = ["ProbeLogs", "ProbeMonitor"]
@@ -81,6 +89,13 @@ def refuse_sharded(strategy: object, monitor: str, error: type[Exception] = Valu
         )
 
 
+def _output_key(output: OutputSpec) -> str | int | None:
+    """``output`` as it goes into a ``state_key``: a function by its qualified name, never its identity."""
+    if output is None or isinstance(output, (str, int)):
+        return output
+    return getattr(output, "__qualname__", type(output).__qualname__)
+
+
 def _positive_or_none(name: str, value: int | None) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
         raise ValueError(f"{name} must be a positive int or None, got {value!r}")
@@ -106,6 +121,11 @@ class ProbeMonitor:
         on_error: ``"warn"``: a failing probe warns once per distinct error and training continues;
             ``"raise"``: the error stops training. Configuration errors raise at setup either way.
         seed: selects the probe images when they are drawn.
+        output: where the logits are in what the model's ``forward`` returns: None (the result is the (N, K)
+            logits), a key (``"logits"``: a dict's item or an attribute), an index (a tuple's item) or a function of
+            the result. One logit per image (N, 1) is read as a binary classifier. Checked once at setup.
+        network: the submodule to call as the model, for a ``LightningModule`` whose steps call it (``"net"``) and
+            that has no ``forward``; layer names stay relative to the ``LightningModule``.
 
     Raises:
         ValueError: for an argument out of range.
@@ -121,8 +141,14 @@ class ProbeMonitor:
         layers: LayerSpec | Sequence[LayerSpec] | None = None,
         on_error: Literal["warn", "raise"] = "warn",
         seed: int = 0,
+        output: OutputSpec = None,
+        network: str | None = None,
     ) -> None:
         super().__init__()
+        if output is not None and not isinstance(output, (str, int)) and not callable(output):
+            raise TypeError(f"output must be None, a key, an index or a function of the model's output, got {output!r}")
+        if network is not None and not isinstance(network, str):
+            raise TypeError(f"network must be the dotted name of a submodule or None, got {network!r}")
         if isinstance(probe, Tensor):
             probe = ProbeBatch(probe)
         if probe is not None and not isinstance(probe, ProbeBatch):
@@ -147,6 +173,9 @@ class ProbeMonitor:
         self.layers = None if layers is None else list(layers)
         self.on_error = on_error
         self.seed = seed
+        self.output = output
+        self.network = network
+        self._checked = False
         self.layer_names: list[str] = []
         self._last_step: int | None = None
         self._warned: set[str] = set()
@@ -183,6 +212,8 @@ class ProbeMonitor:
             "early_steps": sorted(self.early_steps),
             "probe_size": self.probe_size,
             "seed": self.seed,
+            **({} if self.output is None else {"output": _output_key(self.output)}),
+            **({} if self.network is None else {"network": self.network}),
         }
 
     @property
@@ -271,11 +302,68 @@ class ProbeMonitor:
             self.probe = ProbeBatch.from_dataloader(self._probe_loader(trainer), self.probe_size, self.seed)
         if self.layer_names:
             return
+        if not self._checked:
+            self._check_model(pl_module)
         if self.layers is not None:
             self.layer_names = [resolve_layer(pl_module, layer)[0] for layer in self.layers]
         else:
-            with isolated(pl_module):
+            with isolated(pl_module), self._classifier(pl_module):
                 self.layer_names = self.default_layers(pl_module, self._probe_on(pl_module).images)
+
+    @contextmanager
+    def _classifier(self, pl_module: nn.Module) -> Iterator[None]:
+        """While probing, ``pl_module(x)`` returns (N, K) logits (see ``output`` and ``network``)."""
+        network = None if self.network is None else resolve_layer(pl_module, self.network)[1]
+        with as_classifier(pl_module, self.output, network):
+            yield
+
+    def _check_model(self, pl_module: nn.Module) -> None:
+        """Once, before the first probe: the model takes the probe and returns class scores, or a message that
+        says what it got and what to pass."""
+        error = self._ns().MisconfigurationException
+        probe = self._probe_on(pl_module)
+        images, name = probe.images, type(self).__name__
+        assert self.probe is not None
+        where = (f"the probe batch (images of shape {tuple(images.shape)}, {str(self.probe.images.dtype)[6:]}, drawn "
+                 "from the validation loader, else the train loader, unless given as probe=)")  # fmt: skip
+        raw: list[Any] = []  # what forward returned, for the message
+
+        def remember(output: Any) -> Any:
+            raw.append(output)
+            return select_logits(output, self.output)
+
+        network = None if self.network is None else resolve_layer(pl_module, self.network)[1]
+        with isolated(pl_module), torch.no_grad():
+            try:
+                with as_classifier(pl_module, remember, network):
+                    logits = pl_module(images.clone())
+            except NotImplementedError as problem:
+                message = (f"{name}: {type(pl_module).__name__} has no forward ({problem}); pass network='<the "
+                           "submodule its steps call>', for example network='net', or define forward")  # fmt: skip
+                raise error(message) from problem
+            except Exception as problem:
+                message = (f"{name}: the model fails on {where}: {type(problem).__name__}: {problem}; pass "
+                           "probe= with images the model takes, or output= if it does not return logits")  # fmt: skip
+                raise error(message) from problem
+            ok = isinstance(logits, Tensor) and logits.dim() == 2 and logits.shape[0] == len(images)
+            if not (ok and logits.is_floating_point() and logits.shape[1] >= 2):
+                got = describe_output(raw[0] if raw else logits)
+                fix = f"pass {suggest_output(raw[0] if raw else logits)}" if self.output is None else "check output="
+                picked = "" if self.output is None else f" (output={self.output!r} picks {describe_output(logits)})"
+                raise error(f"{name}: the model returns {got}{picked} for {where}; the monitors need class scores "
+                            f"of shape ({len(images)}, K): {fix}")  # fmt: skip
+            if not self.probe.images.is_floating_point():  # the probes run on float copies: gradients need them
+                try:
+                    with as_classifier(pl_module, self.output, network):
+                        as_given = pl_module(self.probe.images.to(images.device))
+                except Exception:
+                    as_given = None  # the model does not take the loader's dtype itself: nothing to compare
+                if isinstance(as_given, Tensor) and not torch.allclose(as_given.float(), logits.float(), atol=1e-4):
+                    raise error(f"{name}: the model's output depends on the dtype of {where}: the probes run on "
+                                "float copies with the same values (0-255), which gradients need; convert the "
+                                "images to float in the loader or the model's first line (x = x.float() / 255), "
+                                "or pass probe=ProbeBatch(float images)")  # fmt: skip
+        self._checked = True
 
     def probe_now(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Probe at the current ``global_step`` (once per step), from any hook, validation hooks included."""
@@ -287,7 +375,7 @@ class ProbeMonitor:
         start = time.perf_counter()
         try:
             nonfinite = nonfinite_parameters(pl_module)
-            with isolated(pl_module):
+            with isolated(pl_module), self._classifier(pl_module):
                 if nonfinite:
                     logs = self.compute_nonfinite(pl_module, step, nonfinite)
                 else:
