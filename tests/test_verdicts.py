@@ -13,6 +13,7 @@ from lightning_viz.diagnostics.verdicts import (
     kernel_size_verdict,
     learning_rate_verdict,
     stride_verdict,
+    unless_too_high,
 )
 
 T = Thresholds(
@@ -100,3 +101,17 @@ def test_kernel_rules() -> None:
     assert "try kernel 4" in kernel_size_verdict(KernelEvidence("conv1", 11, 4, 0.5, 0.3, window=3), T).text
     ok = kernel_size_verdict(KernelEvidence("conv1", 7, 2, learned=0.5, rim_share=0.9, window=7), T)
     assert ok.value == 0 and "use all of it" in ok.text
+
+
+def test_the_first_layer_waits_while_the_learning_rate_is_too_high() -> None:
+    too_high = learning_rate_verdict(LearningRateEvidence(300, None, 0.0, 5.0, 0.5, 0.0), T)
+    ok = learning_rate_verdict(LearningRateEvidence(300, None, 0.5, 1.0, 0.5, 0.0), T)
+    assert too_high.value == 1 and ok.value == 0
+    aliasing = stride_verdict(StrideEvidence("conv1", 11, 4, 0.5, 0.4, 7), T)
+    assert unless_too_high(aliasing, ok) == aliasing
+    waiting = unless_too_high(aliasing, too_high)
+    assert waiting.value is None and "not enough evidence yet: the learning rate is too high" in waiting.text
+    assert unless_too_high(kernel_size_verdict(KernelEvidence("conv1", 7, 2, 0.5, 0.8, 7), T), too_high).value is None
+    # what the shapes alone say stands: stride 1, a kernel smaller than its stride
+    assert unless_too_high(stride_verdict(StrideEvidence("conv1", 3, 1), T), too_high).value == 0
+    assert unless_too_high(kernel_size_verdict(KernelEvidence("conv1", 1, 2), T), too_high).value == -1

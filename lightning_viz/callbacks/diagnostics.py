@@ -45,6 +45,7 @@ from lightning_viz.diagnostics.verdicts import (
     kernel_size_verdict,
     learning_rate_verdict,
     stride_verdict,
+    unless_too_high,
 )
 from lightning_viz.methods import conv_layer_names, project_units, resolve_layer, stage_layers, top_k_units
 from lightning_viz.methods._hooks import capture_outputs
@@ -377,10 +378,11 @@ class TrainingDiagnostics(ProbeMonitor):
     def _verdicts(
         self, logs: ProbeLogs, step: int, lr: LearningRateEvidence, kernel: KernelEvidence, stride: StrideEvidence
     ) -> ProbeLogs:
+        learning_rate = learning_rate_verdict(lr, self.thresholds)
         verdicts = [
-            kernel_size_verdict(kernel, self.thresholds),
-            stride_verdict(stride, self.thresholds),
-            learning_rate_verdict(lr, self.thresholds),
+            unless_too_high(kernel_size_verdict(kernel, self.thresholds), learning_rate),
+            unless_too_high(stride_verdict(stride, self.thresholds), learning_rate),
+            learning_rate,
         ]
         for verdict in verdicts:
             if verdict.value is not None:  # an abstaining verdict logs no number, only its text

@@ -33,6 +33,7 @@ __all__ = [
     "learning_rate_verdict",
     "quality_warnings",
     "stride_verdict",
+    "unless_too_high",
 ]
 
 NOT_YET = "not enough evidence yet"
@@ -68,12 +69,12 @@ class Thresholds:
     progress_ok: float = 0.14
     stalled_progress: float = 0.02
     loss_rise: float = 0.1
-    spike: float = 1.8
-    dead_channels: float = 0.7
+    spike: float = 2.3
+    dead_channels: float = 0.74
     change_low: float = 0.05
     low_after: int = 100
     min_learned: float = 0.15
-    alias_fraction: float = 0.12
+    alias_fraction: float = 0.11
     coarse_map: int = 2
     window_share: float = 0.9
 
@@ -89,6 +90,8 @@ class Verdict:
     value: int | None
     text: str
     degree: float | None = None
+    structural: bool = False
+    """True where the verdict follows from the layer's shape alone (stride 1; a kernel smaller than its stride)."""
 
 
 def _ratio(line: float, measured: float) -> float:
@@ -138,7 +141,7 @@ def learning_rate_verdict(evidence: LearningRateEvidence, thresholds: Thresholds
     change = "not measured" if e.change is None else f"{e.change:.2f}"
     dead = "not measured" if e.dead_channels is None else f"{e.dead_channels:.0%}"
     spike = "not measured" if e.spike is None else f"{e.spike:.1f}x"
-    numbers = (f"loss {-p:+.1%} since the first batch, largest loss {spike} the first, representation change "
+    numbers = (f"loss {0.0 - p:+.1%} since the first batch, largest loss {spike} the first, representation change "
                f"{change}, dead channels {dead}")  # fmt: skip
     smaller = "try a rate ten times smaller"
     if p < t.progress_ok:
@@ -187,7 +190,7 @@ def stride_verdict(evidence: StrideEvidence, thresholds: Thresholds) -> Verdict:
     e, t = evidence, thresholds
     where = f"{e.layer} ({e.kernel}x{e.kernel}, stride {e.stride})"
     if e.stride == 1:
-        return Verdict("stride", 0, f"ok: {where} samples every pixel, nothing to alias")
+        return Verdict("stride", 0, f"ok: {where} samples every pixel, nothing to alias", structural=True)
     if e.learned is None or e.alias_fraction is None or math.isnan(e.alias_fraction) or e.learned < t.min_learned:
         learned = "not measured" if e.learned is None else f"{e.learned:.0%}"
         return Verdict("stride", None, f"{NOT_YET}: {where} filters are still mostly their random initialisation "
@@ -233,7 +236,7 @@ def kernel_size_verdict(evidence: KernelEvidence, thresholds: Thresholds) -> Ver
         unseen = 1 - (e.kernel / e.stride) ** 2
         return Verdict("kernel_size", -1, f"✗ too small: {where} never sees {unseen:.0%} of the pixels (a kernel "
                        f"smaller than its stride); try kernel {e.stride + 1 if e.stride % 2 == 0 else e.stride} or "
-                       f"more, or stride {e.kernel}")  # fmt: skip
+                       f"more, or stride {e.kernel}", structural=True)  # fmt: skip
     if e.kernel <= 3:
         return Verdict("kernel_size", None, f"no verdict: {where} covers every pixel and has no rim to judge its "
                        "size by")  # fmt: skip
@@ -251,6 +254,16 @@ def kernel_size_verdict(evidence: KernelEvidence, thresholds: Thresholds) -> Ver
     return Verdict("kernel_size", 0, f"ok: {where} covers every pixel and the learned filters use all of it "
                    f"(the central {e.kernel - 2}x{e.kernel - 2} holds less than {t.window_share:.0%} of their "
                    f"energy{rim})")  # fmt: skip
+
+
+def unless_too_high(verdict: Verdict, learning_rate: Verdict) -> Verdict:
+    """``verdict`` (on the kernel or the stride), or an abstention while the learning rate is too high: the first
+    layer of a run that is diverging or collapsing is no evidence of what its kernel or stride does to a network
+    that learns. Verdicts that follow from the shapes alone (stride 1, a kernel smaller than its stride) stand."""
+    if learning_rate.value != 1 or verdict.value is None or verdict.structural:
+        return verdict
+    return Verdict(verdict.name, None, f"{NOT_YET}: the learning rate is too high (see below); the first layer is "
+                   "judged once training is stable")  # fmt: skip
 
 
 @dataclass(frozen=True)
