@@ -107,7 +107,9 @@ def test_state_dict_round_trip(shapes: Shapes) -> None:
 
 
 def test_validation_messages() -> None:
-    with pytest.raises(TypeError, match=r"expected a float tensor \(N, C, H, W\), got torch.float32 tensor of shape"):
+    with pytest.raises(
+        TypeError, match=r"expected a float or uint8 tensor \(N, C, H, W\), got torch.float32 tensor of shape"
+    ):
         ProbeBatch(torch.zeros(3, 4, 4))
     with pytest.raises(ValueError, match=r"labels must be an integer tensor of shape \(2,\)"):
         ProbeBatch(torch.zeros(2, 3, 4, 4), labels=torch.zeros(3, dtype=torch.long))

@@ -86,7 +86,7 @@ class TokenModel(LightningModule):
 
 def test_non_image_input(tmp_path: Path) -> None:
     tokens = DataLoader(TensorDataset(torch.randint(0, 10, (32, 8)), torch.zeros(32)), batch_size=8)
-    with pytest.raises(TypeError, match=r"expected a float tensor \(N, C, H, W\), got torch.int64 tensor"):
+    with pytest.raises(TypeError, match=r"expected a float or uint8 tensor \(N, C, H, W\), got torch.int64 tensor"):
         _fit(tmp_path, TokenModel(), GradCAMMonitor(), (tokens,))
 
 
