@@ -115,3 +115,8 @@ def test_the_first_layer_waits_while_the_learning_rate_is_too_high() -> None:
     # what the shapes alone say stands: stride 1, a kernel smaller than its stride
     assert unless_too_high(stride_verdict(StrideEvidence("conv1", 3, 1), T), too_high).value == 0
     assert unless_too_high(kernel_size_verdict(KernelEvidence("conv1", 1, 2), T), too_high).value == -1
+    no_rim = kernel_size_verdict(KernelEvidence("conv1", 3, 2, 0.5, 1.0, 3), T)
+    assert unless_too_high(no_rim, too_high) == no_rim
+    # an abstention for want of learned filters becomes the reason that matters: the rate
+    untrained = unless_too_high(stride_verdict(StrideEvidence("conv1", 7, 2), T), too_high)
+    assert "the learning rate is too high" in untrained.text

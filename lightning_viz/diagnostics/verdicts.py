@@ -70,7 +70,7 @@ class Thresholds:
     stalled_progress: float = 0.02
     loss_rise: float = 0.1
     spike: float = 2.3
-    dead_channels: float = 0.74
+    dead_channels: float = 0.63
     change_low: float = 0.05
     low_after: int = 100
     min_learned: float = 0.15
@@ -91,7 +91,8 @@ class Verdict:
     text: str
     degree: float | None = None
     structural: bool = False
-    """True where the verdict follows from the layer's shape alone (stride 1; a kernel smaller than its stride)."""
+    """True where the verdict follows from the layer's shape alone (stride 1; a kernel smaller than its stride; a
+    3x3 kernel, which gets none)."""
 
 
 def _ratio(line: float, measured: float) -> float:
@@ -239,7 +240,7 @@ def kernel_size_verdict(evidence: KernelEvidence, thresholds: Thresholds) -> Ver
                        f"more, or stride {e.kernel}", structural=True)  # fmt: skip
     if e.kernel <= 3:
         return Verdict("kernel_size", None, f"no verdict: {where} covers every pixel and has no rim to judge its "
-                       "size by")  # fmt: skip
+                       "size by", structural=True)  # fmt: skip
     if e.learned is None or e.window is None or e.learned < t.min_learned:
         learned = "not measured" if e.learned is None else f"{e.learned:.0%}"
         return Verdict("kernel_size", None, f"{NOT_YET}: {where} filters are still mostly their random "
@@ -259,8 +260,8 @@ def kernel_size_verdict(evidence: KernelEvidence, thresholds: Thresholds) -> Ver
 def unless_too_high(verdict: Verdict, learning_rate: Verdict) -> Verdict:
     """``verdict`` (on the kernel or the stride), or an abstention while the learning rate is too high: the first
     layer of a run that is diverging or collapsing is no evidence of what its kernel or stride does to a network
-    that learns. Verdicts that follow from the shapes alone (stride 1, a kernel smaller than its stride) stand."""
-    if learning_rate.value != 1 or verdict.value is None or verdict.structural:
+    that learns. Verdicts that follow from the shapes alone (``structural``) stand."""
+    if learning_rate.value != 1 or verdict.structural:
         return verdict
     return Verdict(verdict.name, None, f"{NOT_YET}: the learning rate is too high (see below); the first layer is "
                    "judged once training is stable")  # fmt: skip
