@@ -69,6 +69,15 @@ def run(job: tuple[str, str, float, int, int]) -> dict[str, Any]:
                 else {}
             )
             verdicts[name] = {step: logged.get(step) for step in sorted(texts)}
+        scalars = events.Tags()["scalars"]
+        deepest = next(t.removeprefix("diagnostics/change/") for t in scalars if t.startswith("diagnostics/change/"))
+        evidence = {
+            name: {e.step: e.value for e in events.Scalars(tag)}
+            for name, tag in (("progress", "diagnostics/loss_progress"), ("jump", "diagnostics/loss_spike"),
+                              ("change", f"diagnostics/change/{deepest}"),
+                              ("dead", f"diagnostics/dead_channels/{deepest}"))
+            if tag in scalars
+        }  # fmt: skip
     test = Shapes(1000, seed=20_000 + seed)
     images = torch.stack([test[i][0] for i in range(len(test))])
     labels = torch.stack([test[i][1] for i in range(len(test))])
@@ -76,7 +85,7 @@ def run(job: tuple[str, str, float, int, int]) -> dict[str, Any]:
     with torch.no_grad():
         accuracy = float((model(images).argmax(1) == labels).float().mean())
     return {"arch": arch, "optimizer": optimizer, "lr": lr, "seed": seed, "verdicts": verdicts, "texts": texts,
-            "accuracy": accuracy}  # fmt: skip
+            "accuracy": accuracy, "evidence": evidence}  # fmt: skip
 
 
 def main() -> None:
@@ -97,6 +106,18 @@ def main() -> None:
     for r in zf:
         cells = " | ".join(show[r["verdicts"]["learning_rate"][s]] for s in steps)
         print(f"| {r['optimizer']} | {r['lr']:g} | {r['seed']} | {r['accuracy']:.3f} | {cells} |")
+    print(
+        "\nEvidence of the runs at ten times the example's rate (sgd 0.2), per probe step: loss progress / largest "
+        "jump / representation change / dead channels of the deepest stage:\n"
+    )
+    for r in zf:
+        if r["lr"] == 0.2:
+            cells = " | ".join(
+                " / ".join("-" if (v := r["evidence"].get(k, {}).get(s)) is None else f"{v:.2f}"
+                           for k in ("progress", "jump", "change", "dead"))
+                for s in steps
+            )  # fmt: skip
+            print(f"- seed {r['seed']}: " + cells)
     for r in zf:
         if r["lr"] == 0.2:
             print(f"\nsgd lr 0.2 seed {r['seed']}, last probe:\n{r['texts'][steps[-1]]}")
