@@ -160,3 +160,25 @@ def test_the_monitors_themselves_import_no_lightning_package() -> None:
         ROOT,
     )
     assert found == []
+
+
+def test_training_is_bit_identical_with_all_five_monitors_under_lightning_pytorch(tmp_path: Path) -> None:
+    code = f"""
+import json
+import lightning.pytorch as L
+from lightning_viz import *
+{MODEL}
+def run(callbacks, name):
+    L.seed_everything(0)
+    model = Net()
+    trainer = L.Trainer(max_steps=10, accelerator="cpu", default_root_dir="{tmp_path}/" + name, deterministic=True,
+                        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                        callbacks=callbacks)
+    trainer.fit(model, datamodule=Data())
+    return model.state_dict()
+without = run([], "without")
+with_ = run([{ALL_FIVE}], "with")
+print(json.dumps({{"same": all(torch.equal(without[k], with_[k]) for k in without) and without.keys() == with_.keys(),
+                  "pytorch_lightning": "pytorch_lightning" in sys.modules}}))
+"""
+    assert _python(code, tmp_path) == {"same": True, "pytorch_lightning": False}
