@@ -76,7 +76,10 @@ def _all_five(**kwargs: Any) -> list[Any]:
 def test_dict_and_tuple_outputs_are_named_at_setup_and_read_with_output(
     tmp_path: Path, wrap: str, message: str, output: Any
 ) -> None:
-    trainer = make_trainer(tmp_path / "without", [GradCAMMonitor()], max_steps=2, val_check_interval=1.0)
+    # checked whether the layers are given or chosen
+    trainer = make_trainer(
+        tmp_path / "without", [GradCAMMonitor(layers="net.conv3")], max_steps=2, val_check_interval=1.0
+    )
     with pytest.raises(MisconfigurationException, match=message):
         trainer.fit(_Returns(wrap), random_loader(), random_loader(n=32, seed=1, shuffle=False))
     assert trainer.global_step == 0

@@ -300,10 +300,10 @@ class ProbeMonitor:
         """Draw the probe and choose the layers, once."""
         if self.probe is None:
             self.probe = ProbeBatch.from_dataloader(self._probe_loader(trainer), self.probe_size, self.seed)
-        if self.layer_names:
-            return
         if not self._checked:
             self._check_model(pl_module)
+        if self.layer_names:
+            return
         if self.layers is not None:
             self.layer_names = [resolve_layer(pl_module, layer)[0] for layer in self.layers]
         else:
@@ -338,6 +338,8 @@ class ProbeMonitor:
                 with as_classifier(pl_module, remember, network):
                     logits = pl_module(images.clone())
             except NotImplementedError as problem:
+                if 'missing the required "forward" function' not in str(problem):
+                    raise error(f"{name}: the model fails on {where}: NotImplementedError: {problem}") from problem
                 message = (f"{name}: {type(pl_module).__name__} has no forward ({problem}); pass network='<the "
                            "submodule its steps call>', for example network='net', or define forward")  # fmt: skip
                 raise error(message) from problem
