@@ -310,11 +310,13 @@ class ProbeMonitor:
             with isolated(pl_module), self._classifier(pl_module):
                 self.layer_names = self.default_layers(pl_module, self._probe_on(pl_module).images)
 
+    def _network(self, pl_module: nn.Module) -> nn.Module | None:
+        return None if self.network is None else resolve_layer(pl_module, self.network)[1]
+
     @contextmanager
     def _classifier(self, pl_module: nn.Module) -> Iterator[None]:
         """While probing, ``pl_module(x)`` returns (N, K) logits (see ``output`` and ``network``)."""
-        network = None if self.network is None else resolve_layer(pl_module, self.network)[1]
-        with as_classifier(pl_module, self.output, network):
+        with as_classifier(pl_module, self.output, self._network(pl_module)):
             yield
 
     def _check_model(self, pl_module: nn.Module) -> None:
@@ -332,7 +334,7 @@ class ProbeMonitor:
             raw.append(output)
             return select_logits(output, self.output)
 
-        network = None if self.network is None else resolve_layer(pl_module, self.network)[1]
+        network = self._network(pl_module)
         with isolated(pl_module), torch.no_grad():
             try:
                 with as_classifier(pl_module, remember, network):

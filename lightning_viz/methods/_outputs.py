@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["OutputSpec", "as_classifier", "describe_output", "select_logits"]
+__all__ = ["OutputSpec", "as_classifier", "describe_output", "select_logits", "suggest_output"]
 
 OutputSpec = str | int | Callable[[Any], Tensor] | None
 """How to get logits from a forward's result: None (the result itself), a key (a dict's item or an attribute such
@@ -65,13 +65,13 @@ def suggest_output(output: Any) -> str:
 def as_classifier(model: nn.Module, spec: OutputSpec = None, network: nn.Module | None = None) -> Iterator[None]:
     """While active, ``model(x)`` returns ``select_logits(result, spec)``; with ``network``, ``model(x)`` calls
     ``network(x)`` (for a module whose steps call a submodule and which has no ``forward`` of its own)."""
-    replaced = network is not None and network is not model
-    if network is not None and replaced:
-        model.forward = network.__call__  # an instance attribute, deleted below
+    replaced = network if network is not model else None
+    if replaced is not None:
+        model.forward = replaced.__call__  # an instance attribute, deleted below
     handle = model.register_forward_hook(lambda module, args, output: select_logits(output, spec))
     try:
         yield
     finally:
         handle.remove()
-        if replaced:
+        if replaced is not None:
             del model.forward
