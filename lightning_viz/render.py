@@ -31,8 +31,14 @@ def colorize(maps: Tensor, cmap: str = "jet") -> Tensor:
     """
     if maps.dim() != 3:
         raise ValueError(f"maps must have shape (N, H, W), got {tuple(maps.shape)}")
-    rgba = colormaps[cmap](maps.detach().float().clamp(0, 1).cpu().numpy())
-    return torch.from_numpy(rgba[..., :3]).permute(0, 3, 1, 2).float()
+    # matplotlib maps a float x to its 256-entry table at floor(256 x) (clipped): the same lookup, in one indexing
+    index = (maps.detach().float().clamp(0, 1).cpu() * 256).long().clamp(max=255)
+    return _lut(cmap)[index].permute(0, 3, 1, 2).contiguous()
+
+
+@lru_cache(maxsize=8)
+def _lut(cmap: str) -> Tensor:
+    return torch.from_numpy(colormaps[cmap](np.arange(256))[:, :3]).float()
 
 
 def overlay(images: Tensor, maps: Tensor, alpha: float = 0.5, cmap: str = "jet") -> Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,15 @@ def test_bit_identity_check_catches_a_leaky_probe(tmp_path: Path) -> None:
 def test_images_are_logged_flushed_and_not_blank(tmp_path: Path) -> None:
     seen: list[tuple[int, list[int]]] = []
 
-    class LiveReader(Callback):  # runs after the monitor in the same hook: the step must already be on disk
+    class LiveReader(Callback):  # the step is on disk within moments, long before SummaryWriter's 120 s flush
         def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
             if trainer.global_step in (4, 8):
-                events = read_events(trainer.logger.log_dir)
-                seen.append((trainer.global_step, [e.step for e in events.Images("gradcam/net.conv3")]))
+                deadline, steps = time.monotonic() + 20, []
+                while time.monotonic() < deadline and trainer.global_step not in steps:
+                    time.sleep(0.05)
+                    events = read_events(trainer.logger.log_dir)
+                    steps = [e.step for e in events.Images("gradcam/net.conv3")] if events.Tags()["images"] else []
+                seen.append((trainer.global_step, steps))
 
     monitor = GradCAMMonitor(every_n_steps=4, early_steps=())
     _, trainer = fit_classifier(tmp_path, [monitor, LiveReader()], max_steps=9)
@@ -74,7 +79,7 @@ def test_cadence_counts_optimizer_steps_under_accumulation(tmp_path: Path) -> No
     monitor = GradCAMMonitor(every_n_steps=3, early_steps=(1,))
     _, trainer = fit_classifier(tmp_path, [monitor], max_steps=7, accumulate_grad_batches=2)
     steps = [e.step for e in read_events(trainer.logger.log_dir).Images("gradcam/net.conv3")]
-    assert steps == [0, 1, 3, 6]
+    assert steps == [0, 1, 3, 6, 7]  # and the final probe
 
 
 def test_epoch_cadence(tmp_path: Path) -> None:
@@ -106,7 +111,8 @@ def test_probe_from_validation_hooks(tmp_path: Path) -> None:
     assert hook.modes and set(hook.modes) == {(False, False)}, "validation during fit runs under no_grad"
     steps = [e.step for e in read_events(run[1].logger.log_dir).Images("gradcam/net.conv3")]
     assert hook.steps[0] == 0 and len(hook.steps) >= 3  # the sanity check at step 0, then validations
-    assert steps == sorted(set(hook.steps))  # the sanity check probes nothing; step 0 is the train-start probe
+    # the sanity check probes nothing; step 0 is the train-start probe, and a final probe ends the fit
+    assert steps == sorted({*hook.steps, run[1].global_step})
     assert_same_training(run, baseline)
 
     # trainer.validate runs its hooks under torch.inference_mode
@@ -139,7 +145,7 @@ def test_fast_dev_run_probes_without_logging(tmp_path: Path) -> None:
     monitor = GradCAMMonitor()
     _, trainer = fit_classifier(tmp_path, [monitor], fast_dev_run=True)
     assert trainer.global_step == 1 and monitor.layer_names == ["net.conv3"]
-    assert monitor.state_dict()["last_step"] == 0
+    assert monitor.state_dict()["last_step"] == 1  # step 0 and the final probe
 
 
 # Resuming writes the new checkpoints where the old ones are, as ModelCheckpoint wants for its own state; the

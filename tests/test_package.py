@@ -35,9 +35,14 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_methods_and_data_are_pure_torch() -> None:
-    """methods/, diagnostics/ and data never import Lightning, TensorBoard or matplotlib: usable in a notebook on
-    any nn.Module."""
-    files = [*PACKAGE.glob("methods/*.py"), *PACKAGE.glob("diagnostics/*.py"), PACKAGE / "data.py"]
+    """methods/, diagnostics/, the shared probe step (probing/) and data never import Lightning, TensorBoard or
+    matplotlib: usable in a notebook on any nn.Module."""
+    files = [
+        *PACKAGE.glob("methods/*.py"),
+        *PACKAGE.glob("diagnostics/*.py"),
+        *PACKAGE.glob("probing/*.py"),
+        PACKAGE / "data.py",
+    ]
     assert len(files) >= 4
     for path in files:
         forbidden = _imports(path) & {

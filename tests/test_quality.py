@@ -35,6 +35,7 @@ from lightning_viz.diagnostics import (
 )
 from lightning_viz.diagnostics.verdicts import QualityThresholds, quality_warnings
 from lightning_viz.methods import default_cam_layer, grad_cam, isolated, parametrized_layers, reinitialized
+from lightning_viz.probing import ProbeContext
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
 from train_shapes import ShapesNet
@@ -199,12 +200,14 @@ def test_training_is_bit_identical_with_the_quality_monitor(tmp_path: Path) -> N
     assert_same_training(run, baseline)
     events = read_events(run[1].logger.log_dir)
     for method in ("gradcam", "deconvnet", "guided"):
-        for metric in ("class_sensitivity", "randomization", "deletion_auc", "insertion_auc", "blank_maps"):
+        for metric in ("class_sensitivity", "blank_maps"):
             assert [e.step for e in events.Scalars(f"quality/{method}/{metric}")] == [0, 5, 10, 20, 25, 30]
+        for metric in ("randomization", "deletion_auc", "insertion_auc"):  # their own cadence, and the final probe
+            assert [e.step for e in events.Scalars(f"quality/{method}/{metric}")] == [30]
         assert len(events.Scalars(f"quality/{method}/stability")) == 5
         assert "pointing_game" not in " ".join(events.Tags()["scalars"])  # random_loader has no masks
-    assert len(events.Scalars("viz/overhead_ms/ExplanationQualityMonitor")) == 6
-    assert len(events.Scalars("viz/overhead_ms/ExplanationQualityMonitor/guided/deletion_insertion")) == 6
+    assert [e.step for e in events.Scalars("viz/overhead_ms/ExplanationQualityMonitor")] == [0, 5, 10, 20, 25, 30]
+    assert len(events.Scalars("viz/overhead_ms/ExplanationQualityMonitor/guided/deletion_insertion")) == 1
 
 
 class _DeadHead(AwkwardNet):
@@ -331,7 +334,10 @@ def _probe_once(model: nn.Module, images: torch.Tensor, masks: torch.Tensor | No
     with isolated(model):
         monitor.layer_names = [default_cam_layer(model, images)]
         labels = torch.arange(len(images)) % 3
-        logs = monitor.compute(model, ProbeBatch(images, labels, masks), step=0)
+        context = ProbeContext(model, ProbeBatch(images, labels, masks), monitor.layer_names)
+        logs = monitor.compute(context, step=0)
+        (part,) = monitor.expensive_parts()
+        logs.update(monitor.compute_part(part, context, step=0))
     return logs.scalars
 
 
@@ -370,7 +376,7 @@ def test_without_labels_the_predicted_class_is_the_reference(awkward_net: Awkwar
     monitor = ExplanationQualityMonitor(methods=("gradcam",), layers="conv3", steps=2)
     monitor.layer_names = ["conv3"]
     with isolated(model):
-        logs = monitor.compute(model, ProbeBatch(images, masks=masks), step=0)
+        logs = monitor.compute(ProbeContext(model, ProbeBatch(images, masks=masks), ["conv3"]), step=0)
         own = grad_cam(model, images, "conv3")  # predicted class
     assert torch.equal(monitor._previous["gradcam"], own)
     assert 0 <= logs.scalars["quality/gradcam/pointing_game"] <= 1

@@ -1,27 +1,29 @@
 """The base every lightning_viz monitor shares: when to probe, on which rank, on which images, without side
 effects, and what to do when something fails.
 
-A monitor subclass only says which layers it wants by default and what one probe computes
-(:meth:`ProbeMonitor.compute`); this base runs it on the fixed probe batch inside
-:func:`lightning_viz.methods.isolated`, logs the result to TensorBoard and flushes, so the new step is visible
-at once.
+A monitor subclass says which layers it wants by default, what the shared forward pass must capture for it
+(:meth:`ProbeMonitor.needs`) and what one probe computes from the shared
+:class:`~lightning_viz.probing.ProbeContext` (:meth:`ProbeMonitor.compute`). The monitors of one trainer probe
+together (:mod:`lightning_viz.callbacks._session`): one isolation and one forward pass per probe step, results
+rendered and written by a background thread, probes spaced to keep a cost budget.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from lightning_viz._namespace import PACKAGES, Namespace
-from lightning_viz.diagnostics import nonfinite_parameters
+from lightning_viz.callbacks._session import ProbeSession, _Due, forget_session, session_for
+from lightning_viz.callbacks._writer import Image, Written
 from lightning_viz.methods import conv_layer_names, isolated, resolve_layer
 from lightning_viz.methods._outputs import (
     OutputSpec,
@@ -31,8 +33,11 @@ from lightning_viz.methods._outputs import (
     suggest_output,
 )
 from lightning_viz.probe import ProbeBatch
+from lightning_viz.probing import ProbeContext
 
-__all__ = ["ProbeLogs", "ProbeMonitor"]
+__all__ = ["Needs", "ProbeLogs", "ProbeMonitor"]
+
+T = TypeVar("T")
 
 # A pytorch_lightning or a lightning.pytorch Trainer and LightningModule: the monitors are written on no Lightning
 # base and bound to the user's package by lightning_viz._namespace. Not imported even for type checking, which
@@ -45,11 +50,28 @@ LayerSpec = str | nn.Module
 
 @dataclass
 class ProbeLogs:
-    """What one probe logs: images as (H, W, 3) uint8 arrays, scalars and markdown text, keyed by tag."""
+    """What one probe logs, keyed by tag: images as (H, W, 3) uint8 arrays or as functions that render them (called
+    on the writer thread, so they must hold copies, never tensors training will change), scalars and markdown text.
+    """
 
-    images: dict[str, np.ndarray] = field(default_factory=dict)
+    images: dict[str, Image] = field(default_factory=dict)
     scalars: dict[str, float] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
+
+    def update(self, other: ProbeLogs) -> None:
+        self.images.update(other.images)
+        self.scalars.update(other.scalars)
+        self.texts.update(other.texts)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a monitor reads from the shared forward pass: layer outputs, layer inputs, and whether it takes
+    gradients through it (Grad-CAM, class-score projections)."""
+
+    layers: Sequence[str] = ()
+    inputs_of: Sequence[str] = ()
+    gradients: bool = False
 
 
 def tensorboard_writer(trainer: Trainer, logger_class: type) -> Any | None:
@@ -58,11 +80,6 @@ def tensorboard_writer(trainer: Trainer, logger_class: type) -> Any | None:
         if isinstance(logger, logger_class):
             return getattr(logger, "experiment", None)
     return None
-
-
-def layer_key(layer: LayerSpec | None) -> str | None:
-    """A layer option as it goes into a ``state_key``: its name, or its type and identity when given as a module."""
-    return layer if layer is None or isinstance(layer, str) else f"{type(layer).__name__}@{id(layer):x}"
 
 
 def nonfinite_message(step: int, names: list[str]) -> str:
@@ -96,6 +113,11 @@ def _output_key(output: OutputSpec) -> str | int | None:
     return getattr(output, "__qualname__", type(output).__qualname__)
 
 
+def _budget(value: float | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1):
+        raise ValueError(f"budget must be a fraction of training time in (0, 1] or None, got {value!r}")
+
+
 def _positive_or_none(name: str, value: int | None) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
         raise ValueError(f"{name} must be a positive int or None, got {value!r}")
@@ -126,6 +148,10 @@ class ProbeMonitor:
             the result. One logit per image (N, 1) is read as a binary classifier. Checked once at setup.
         network: the submodule to call as the model, for a ``LightningModule`` whose steps call it (``"net"``) and
             that has no ``forward``; layer names stay relative to the ``LightningModule``.
+        budget: the share of training time all the monitors of the trainer may take together (0.05: 5 %); they
+            measure their cost and space their probes (doubling the cadence) to keep it, logging what they skipped
+            as ``viz/budget/*``; None for no limit. The smallest of the monitors' budgets applies (None only when
+            all are None). Step 0, the early steps and the final probe always run.
 
     Raises:
         ValueError: for an argument out of range.
@@ -143,8 +169,10 @@ class ProbeMonitor:
         seed: int = 0,
         output: OutputSpec = None,
         network: str | None = None,
+        budget: float | None = 0.05,
     ) -> None:
         super().__init__()
+        _budget(budget)
         if output is not None and not isinstance(output, (str, int)) and not callable(output):
             raise TypeError(f"output must be None, a key, an index or a function of the model's output, got {output!r}")
         if network is not None and not isinstance(network, str):
@@ -175,11 +203,15 @@ class ProbeMonitor:
         self.seed = seed
         self.output = output
         self.network = network
-        self._checked = False
+        self.budget = budget
         self.layer_names: list[str] = []
+        self.tag_suffix = ""  # set by the session when two monitors of one class would write the same tags
         self._last_step: int | None = None
         self._warned: set[str] = set()
         self._writer: Any | None = None
+        self._session: ProbeSession | None = None
+        self._costs: dict[str, list[float]] = {}  # seconds per run of each part, the last few
+        self._module_names: dict[int, str] = {}  # layers given as modules, by their names in the model
 
     # -- what a subclass provides ------------------------------------------------------------------------------
 
@@ -190,8 +222,23 @@ class ProbeMonitor:
         """Layers to probe when the user gives none. ``images`` is the probe batch, on the model's device."""
         raise NotImplementedError
 
-    def compute(self, model: nn.Module, probe: ProbeBatch, step: int) -> ProbeLogs:
-        """One probe: called inside :func:`~lightning_viz.methods.isolated` with the probe on the model's device."""
+    def needs(self) -> Needs:
+        """What the shared forward pass must capture for :meth:`compute` (by default: the outputs of
+        ``layer_names``)."""
+        return Needs(layers=self.layer_names)
+
+    def compute(self, context: ProbeContext, step: int) -> ProbeLogs:
+        """One probe, from the step's shared :class:`~lightning_viz.probing.ProbeContext` (called inside
+        :func:`~lightning_viz.methods.isolated`; ``context.model`` returns logits, ``context.probe`` is on its
+        device)."""
+        raise NotImplementedError
+
+    def expensive_parts(self) -> dict[str, int]:
+        """Parts with a rarer cadence of their own (name -> every so many steps), run by :meth:`compute_part`."""
+        return {}
+
+    def compute_part(self, name: str, context: ProbeContext, step: int) -> ProbeLogs:
+        """One of :meth:`expensive_parts`."""
         raise NotImplementedError
 
     def compute_nonfinite(self, model: nn.Module, step: int, nonfinite: list[str]) -> ProbeLogs:
@@ -199,12 +246,26 @@ class ProbeMonitor:
         under ``<namespace>/status`` (a diverged run has nothing to explain)."""
         return ProbeLogs(texts={f"{self.namespace}/status": nonfinite_message(step, nonfinite)})
 
+    def custom_scalars(self) -> dict[str, Any]:
+        """Groups of TensorBoard's Custom Scalars layout this monitor contributes (written once per fit)."""
+        return {}
+
+    @property
+    def label(self) -> str:
+        """This monitor's name in the ``viz/*`` tags: its class, with the suffix that tells two instances apart."""
+        return type(self).__name__ + self.tag_suffix
+
+    def cost(self, part: str = "regular") -> float | None:
+        """The median measured seconds of a part over its last runs; None before it ran."""
+        runs = self._costs.get(part)
+        return statistics.median(runs) if runs else None
+
     # -- Lightning hooks ---------------------------------------------------------------------------------------
 
     def _options(self) -> dict[str, Any]:
         """The options that define what this monitor logs; two monitors of one class must differ in one of them.
         Subclasses add theirs."""
-        layers = None if self.layers is None else [layer_key(x) for x in self.layers]
+        layers = None if self.layers is None else [self._layer_key(x) for x in self.layers]
         return {
             "layers": layers,
             "every_n_steps": self.every_n_steps,
@@ -215,6 +276,17 @@ class ProbeMonitor:
             **({} if self.output is None else {"output": _output_key(self.output)}),
             **({} if self.network is None else {"network": self.network}),
         }
+
+    def _layer_key(self, layer: LayerSpec | None) -> str | None:
+        """A layer option as it goes into ``_options``: its name (a module's name in the model, known from setup;
+        never its identity, which changes from run to run, so a resumed run would find no state under the key)."""
+        if layer is None or isinstance(layer, str):
+            return layer
+        return self._module_names.get(id(layer), type(layer).__name__)
+
+    def _layer_specs(self) -> list[LayerSpec | None]:
+        """Every layer option of this monitor (subclasses add theirs)."""
+        return list(self.layers or [])
 
     @property
     def state_key(self) -> str:
@@ -241,6 +313,12 @@ class ProbeMonitor:
                 f"from {PACKAGES[other]} (or import {other} before `from lightning_viz import ...`)"
             )
         self._writer = tensorboard_writer(trainer, ns.TensorBoardLogger)
+        self._session = session_for(trainer)
+        for layer in self._layer_specs():
+            if isinstance(layer, nn.Module):
+                self._module_names[id(layer)] = resolve_layer(pl_module, layer)[0]  # fails fast, with close matches
+        if trainer.is_global_zero:
+            self._session.attach_writer(self._writer)
         if stage != "fit":
             monitors = [c for c in trainer.callbacks if isinstance(c, ProbeMonitor)]
             if monitors and monitors[0] is self:  # said once for all the monitors attached
@@ -267,41 +345,90 @@ class ProbeMonitor:
         if self.layers is not None:
             self.layer_names = [resolve_layer(pl_module, layer)[0] for layer in self.layers]
 
+    def _last_monitor(self) -> bool:
+        """Whether this is the last monitor of the session: the probe step runs after every monitor's hook has
+        seen the batch (TrainingDiagnostics reads the batch's loss in its own)."""
+        return self._session is not None and self._session.monitors[-1] is self
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._prepare(trainer, pl_module)  # on every rank, so a configuration error stops all ranks alike
-        if trainer.global_step == 0:
-            self.probe_now(trainer, pl_module)
+        session = self._get_session(trainer)
+        session.start(trainer, pl_module)  # on every rank, so a configuration error stops all ranks alike
+        if self._last_monitor() and trainer.global_step == 0 and self._probing(trainer):
+            session.probe(trainer, pl_module, session.due(0), 0)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.is_probe_step(trainer.global_step):
-            self.probe_now(trainer, pl_module)
+        if self._last_monitor() and self._probing(trainer):
+            session = self._get_session(trainer)
+            step = trainer.global_step
+            session.probe(trainer, pl_module, session.due(step), step)
 
     def is_probe_step(self, step: int) -> bool:
-        """Whether the step cadence probes at optimizer step ``step`` (step 0 and epoch ends aside)."""
+        """Whether this monitor's own cadence probes at optimizer step ``step`` (before the budget spaces it)."""
         return step in self.early_steps or (self.every_n_steps is not None and step % self.every_n_steps == 0)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.every_n_epochs is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self.probe_now(trainer, pl_module)
 
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """A final probe of every monitor (expensive parts included) unless it already probed this step."""
+        if self._last_monitor() and self._probing(trainer):
+            session = self._get_session(trainer)
+            step = trainer.global_step
+            session.probe(trainer, pl_module, session.due(step, final=True), step)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._session is not None:
+            self._session.finish()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if self._session is not None:
+            self._session.finish()
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        session = self._session
+        if session is not None and session.monitors[-1] is self:
+            session.close()
+            forget_session(trainer)
+        self._session = None
+
+    def _probing(self, trainer: Trainer) -> bool:
+        return not trainer.sanity_checking and trainer.is_global_zero
+
+    def _get_session(self, trainer: Trainer) -> ProbeSession:
+        if self._session is None:
+            self._session = session_for(trainer)
+        return self._session
+
     def state_dict(self) -> dict[str, Any]:
-        return {"probe": None if self.probe is None else self.probe.state_dict(), "last_step": self._last_step}
+        # the probe's tensors are the ones every monitor of the session holds, so a checkpoint stores them once
+        return {
+            "probe": None if self.probe is None else self.probe.state_dict(),
+            "last_step": self._last_step,
+            "costs": {part: list(runs) for part, runs in self._costs.items()},
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("probe") is not None:
             self.probe = ProbeBatch.from_state_dict(state_dict["probe"])
         self._last_step = state_dict.get("last_step")
+        self._costs = {part: list(runs) for part, runs in state_dict.get("costs", {}).items()}
 
     # -- probing -----------------------------------------------------------------------------------------------
 
-    def _prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Draw the probe and choose the layers, once."""
+    def _prepare(self, trainer: Trainer, pl_module: LightningModule, session: ProbeSession) -> None:
+        """Draw the probe (shared with the monitors that draw the same), check the model, choose the layers."""
         if self.probe is None:
-            self.probe = ProbeBatch.from_dataloader(self._probe_loader(trainer), self.probe_size, self.seed)
-        if not self._checked:
+            key = (self.probe_size, self.seed)
+            if key not in session.drawn:
+                session.drawn[key] = ProbeBatch.from_dataloader(self._probe_loader(trainer), self.probe_size, self.seed)
+            self.probe = session.drawn[key]
+        self.probe = session.shared_probe(self.probe)
+        if self._group_key() not in session.checked:
             self._check_model(pl_module)
+            session.checked.add(self._group_key())
         if self.layer_names:
             return
         if self.layers is not None:
@@ -309,6 +436,19 @@ class ProbeMonitor:
         else:
             with isolated(pl_module), self._classifier(pl_module):
                 self.layer_names = self.default_layers(pl_module, self._probe_on(pl_module).images)
+
+    def _shared_setup(self, name: str, compute: Callable[[], T]) -> T:
+        """``compute()`` once for all the monitors of the session that probe the same images (default layers)."""
+        if self._session is None:
+            return compute()
+        key = (name, self._group_key())
+        if key not in self._session.memo:
+            self._session.memo[key] = compute()
+        return self._session.memo[key]  # type: ignore[no-any-return]
+
+    def _group_key(self) -> tuple[int, Any, Any]:
+        """Monitors with equal keys share the step's forward pass: the same probe, the same view of the model."""
+        return id(self.probe), _output_key(self.output), self.network
 
     def _network(self, pl_module: nn.Module) -> nn.Module | None:
         return None if self.network is None else resolve_layer(pl_module, self.network)[1]
@@ -367,35 +507,85 @@ class ProbeMonitor:
                                 "float copies with the same values (0-255), which gradients need; convert the "
                                 "images to float in the loader or the model's first line (x = x.float() / 255), "
                                 "or pass probe=ProbeBatch(float images)")  # fmt: skip
-        self._checked = True
 
     def probe_now(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Probe at the current ``global_step`` (once per step), from any hook, validation hooks included."""
         step = trainer.global_step
-        if trainer.sanity_checking or not trainer.is_global_zero or step == self._last_step:
+        if not self._probing(trainer) or step == self._last_step:
             return
-        self._prepare(trainer, pl_module)
+        session = self._get_session(trainer)
+        session.start(trainer, pl_module)
+        session.probe(trainer, pl_module, [_Due(self, regular=True)], step)
+
+    def _run(
+        self,
+        model: nn.Module,
+        context: ProbeContext | None,
+        regular: bool,
+        parts: Sequence[str],
+        step: int,
+        nonfinite: list[str],
+        shared_seconds: float = 0.0,
+    ) -> None:
+        """Compute what is due from the step's context and queue it for the writer; a failure warns once."""
         self._last_step = step
-        start = time.perf_counter()
+        logs = ProbeLogs()
         try:
-            nonfinite = nonfinite_parameters(pl_module)
-            with isolated(pl_module), self._classifier(pl_module):
-                if nonfinite:
-                    logs = self.compute_nonfinite(pl_module, step, nonfinite)
-                else:
-                    logs = self.compute(pl_module, self._probe_on(pl_module), step)
-            self._log(logs, step, start)
+            if context is None:  # non-finite weights: one status line, no expensive part
+                if not regular:
+                    return
+                logs = self.compute_nonfinite(model, step, nonfinite)
+            else:
+                if regular:
+                    start = time.perf_counter()
+                    logs.update(self.compute(context, step))
+                    self._record("regular", time.perf_counter() - start + shared_seconds)
+                    logs.scalars[f"viz/overhead_ms/{self.label}"] = 1000 * (
+                        time.perf_counter() - start + shared_seconds
+                    )
+                for name in parts:
+                    start = time.perf_counter()
+                    logs.update(self.compute_part(name, context, step))
+                    self._record(name, time.perf_counter() - start)
+                    logs.scalars[f"viz/overhead_ms/{self.label}/{name}"] = 1000 * (time.perf_counter() - start)
         except Exception as error:
-            if self.on_error == "raise":
-                raise
-            message = f"{type(error).__name__}: {error}"
-            if message not in self._warned:
-                self._warned.add(message)
-                warnings.warn(
-                    f"{type(self).__name__} probe at step {step} failed ({message}); training continues and "
-                    "later probes are still tried. Pass on_error='raise' to stop on it.",
-                    stacklevel=2,
-                )
+            self._failed(error, step)
+            return
+        session = self._session
+        if self._writer is None or session is None or session.writer is None:  # fast_dev_run: nothing to log to
+            return
+        suffix = self.tag_suffix
+        written = Written(
+            step,
+            images={_tagged(tag, suffix): image for tag, image in logs.images.items()},
+            scalars={_tagged(tag, suffix) if not tag.startswith("viz/") else tag: v for tag, v in logs.scalars.items()},
+            texts={_tagged(tag, suffix): text for tag, text in logs.texts.items()},
+            timing=f"viz/render_ms/{self.label}" if logs.images else None,
+        )
+        try:
+            session.writer.submit(written)
+        except RuntimeError as error:
+            self._failed(error, step, "writing to TensorBoard")
+
+    def _record(self, part: str, seconds: float) -> None:
+        runs = self._costs.setdefault(part, [])
+        runs.append(seconds)
+        del runs[:-5]
+
+    def _failed(self, error: BaseException, step: int | None, what: str = "probe") -> None:
+        """A failed probe (or write) warns once per distinct error and training continues; with
+        ``on_error="raise"`` it stops training."""
+        if self.on_error == "raise":
+            raise error
+        message = f"{type(error).__name__}: {error}"
+        if message not in self._warned:
+            self._warned.add(message)
+            at = "" if step is None else f" at step {step}"
+            warnings.warn(
+                f"{type(self).__name__} {what}{at} failed ({message}); training continues and later probes are still "
+                "tried. Pass on_error='raise' to stop on it.",
+                stacklevel=2,
+            )
 
     def _probe_on(self, pl_module: nn.Module) -> ProbeBatch:
         assert self.probe is not None
@@ -404,19 +594,6 @@ class ProbeMonitor:
         probe = self.probe.to(device, None if param is None else param.dtype)
         # a copy, so a forward pass that normalises its input in place cannot change the probe (or the user's tensor)
         return replace(probe, images=probe.images.clone())
-
-    def _log(self, logs: ProbeLogs, step: int, start: float) -> None:
-        writer = self._writer
-        if writer is None:  # fast_dev_run: the probe ran, nothing to log to
-            return
-        for tag, image in logs.images.items():
-            writer.add_image(tag, image, step, dataformats="HWC")
-        for tag, value in logs.scalars.items():
-            writer.add_scalar(tag, value, step)
-        for tag, text in logs.texts.items():
-            writer.add_text(tag, text, step)
-        writer.add_scalar(f"viz/overhead_ms/{type(self).__name__}", 1000 * (time.perf_counter() - start), step)
-        writer.flush()  # the default SummaryWriter flushes every 120 s; a live view wants the step now
 
     def _probe_loader(self, trainer: Trainer) -> Any:
         loaders = trainer.val_dataloaders
@@ -429,3 +606,11 @@ class ProbeMonitor:
         if loaders is None:
             raise self._ns().MisconfigurationException("no validation or training loader to draw the probe batch from")
         return loaders
+
+
+def _tagged(tag: str, suffix: str) -> str:
+    """``tag`` with ``suffix`` after its first part: ``deconvnet/conv1`` -> ``deconvnet_rule-guided/conv1``."""
+    if not suffix:
+        return tag
+    head, _, rest = tag.partition("/")
+    return f"{head}{suffix}/{rest}" if rest else f"{head}{suffix}"

@@ -11,9 +11,8 @@ from typing_extensions import override
 
 from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor
 from lightning_viz.diagnostics import rank_correlation
-from lightning_viz.methods import RULES, Rule, project_units, receptive_fields, resolve_layer, stage_layers, top_k_units
-from lightning_viz.methods._hooks import forward_until
-from lightning_viz.probe import ProbeBatch
+from lightning_viz.methods import RULES, Rule, receptive_fields, stage_layers
+from lightning_viz.probing import ProbeContext
 from lightning_viz.render import tile_panel
 
 __all__ = ["DeconvNetMonitor"]
@@ -96,6 +95,7 @@ class DeconvNetMonitor(ProbeMonitor):
         self._previous: dict[str, tuple[Tensor, Tensor]] = {}  # layer -> (units (k, 4), cropped projections)
         self._previous_boxes: dict[str, Tensor] = {}
         self._field_size: dict[str, int] = {}
+        self._fields: dict[str, dict[tuple[int, int], list[int]]] = {}  # layer -> (y, x) -> receptive-field box
 
     @override
     def _options(self) -> dict[str, Any]:
@@ -103,57 +103,76 @@ class DeconvNetMonitor(ProbeMonitor):
 
     @override
     def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
-        return stage_layers(model, images)
+        return self._shared_setup("stage_layers", lambda: stage_layers(model, images))
 
     @override
-    def compute(self, model: nn.Module, probe: ProbeBatch, step: int) -> ProbeLogs:
+    def compute(self, context: ProbeContext, step: int) -> ProbeLogs:
+        model, probe = context.model, context.probe
         images = probe.images
-        layers = dict(resolve_layer(model, name) for name in self.layer_names)
-        with torch.no_grad():  # a copy goes in: a forward pass may modify its input in place
-            acts = forward_until(model, images.clone(), layers)
-        tops = {name: top_k_units(acts[name], self.top_k) for name in layers}
-        sizes = {name: acts[name].shape[-2:] for name in layers}
-        del acts
-
-        # one image per unit: this probe's top units, then the previous probe's units for the stability score
-        batches, units, offset = [], {}, 0
-        for name, top in tops.items():
-            index = top.index if name not in self._previous else torch.cat([top.index, self._previous[name][0]])
-            batches.append(images[index[:, 0]])
-            units[name] = (torch.arange(offset, offset + len(index)), index[:, 1:].cpu())
-            offset += len(index)
-        projections = project_units(model, torch.cat(batches), units, self.rule).float().cpu()
+        tops = {name: context.top_units(name, self.top_k) for name in self.layer_names}
+        sizes = {name: context.activation(name).shape[-2:] for name in self.layer_names}
+        # this probe's top units, then the previous probe's units for the stability score: one batched pass for all
+        wanted = {
+            name: top.index if name not in self._previous else torch.cat([top.index, self._previous[name][0]])
+            for name, top in tops.items()
+        }
+        projections = context.project_many(wanted, self.rule)
 
         logs = ProbeLogs()
         display = probe.display_images()
         for name, top in tops.items():
-            rows = units[name][0]
             k = len(top.index)
             boxes = self._boxes(model, tuple(images.shape[1:]), name, top.index[:, 2:].cpu(), sizes[name])
-            current = _crop(projections[rows[:k]], boxes, 0.0)
-            if name in self._previous and len(rows) > k:
+            current = _crop(projections[name][:k], boxes, 0.0)
+            if name in self._previous and len(projections[name]) > k:
                 before = self._previous[name][1]
-                again = _crop(projections[rows[k:]], self._previous_boxes[name], 0.0)
+                again = _crop(projections[name][k:], self._previous_boxes[name], 0.0)
                 stability = rank_correlation(before.flatten(1), again.flatten(1)).mean()
                 logs.scalars[f"diagnostics/deconv_stability/{name}"] = float(stability)
-            self._previous[name] = (top.index, current)
+            self._previous[name] = (top.index.cpu(), current)
             self._previous_boxes[name] = boxes
             patches = _crop(display[top.index[:, 0].cpu()], boxes, 0.5)
-            shown = _display(current)
-            size = int(boxes[0, 1] - boxes[0, 0])
-            cells, captions = [], []
-            for i, (n, c, y, x) in enumerate(top.index.tolist()):
-                cells.append([shown[i], patches[i]])
-                captions.append([f"ch {c}, image {n}\nact {float(top.value[i]):.2f}", f"at ({y}, {x})\nfield {size}px"])
             title = f"Deconvnet ({self.rule}) at {name}, step {step}: top-{k} channels, projection | input patch"
-            logs.images[f"deconvnet/{name}"] = tile_panel(cells, captions, self.columns, tile_size=112, title=title)
+            logs.images[f"deconvnet/{name}"] = self._panel(current, patches, top.index.tolist(), top.value.tolist(),
+                                                            int(boxes[0, 1] - boxes[0, 0]), title)  # fmt: skip
         return logs
 
+    def _panel(self, current: Tensor, patches: Tensor, units: list[list[int]], values: list[float], size: int,
+               title: str) -> Any:  # fmt: skip
+        """The panel, drawn later on the writer thread (every input is a fresh CPU tensor or a list)."""
+
+        def render() -> Any:
+            shown = _display(current)
+            cells, captions = [], []
+            for i, (n, c, y, x) in enumerate(units):
+                cells.append([shown[i], patches[i]])
+                captions.append([f"ch {c}, image {n}\nact {values[i]:.2f}", f"at ({y}, {x})\nfield {size}px"])
+            return tile_panel(cells, captions, self.columns, tile_size=112, title=title)
+
+        return render
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "previous": dict(self._previous), "previous_boxes": dict(self._previous_boxes)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._previous = dict(state_dict.get("previous", {}))
+        self._previous_boxes = dict(state_dict.get("previous_boxes", {}))
+
     def _boxes(self, model: nn.Module, image_shape: tuple[int, ...], layer: str, yx: Tensor, size: Any) -> Tensor:
-        """Square receptive-field boxes of the units at ``yx``; the full field size comes from a central unit."""
+        """Square receptive-field boxes of the units at ``yx``; the full field size comes from a central unit. A
+        position's box is traced once (it does not depend on the weights) and kept."""
+        fields = self._fields.setdefault(layer, {})
         if layer not in self._field_size:
             center = torch.tensor([[int(size[0]) // 2, int(size[1]) // 2]])
             box = receptive_fields(model, image_shape, layer, center)[0]
             self._field_size[layer] = int(max(box[1] - box[0], box[3] - box[2]))
-        boxes = receptive_fields(model, image_shape, layer, yx)
+        positions = [tuple(p) for p in yx.tolist()]
+        missing = list(dict.fromkeys(p for p in positions if p not in fields))
+        if missing:
+            traced = receptive_fields(model, image_shape, layer, torch.tensor(missing, dtype=torch.long))
+            fields.update(zip(missing, traced.tolist(), strict=True))
+        boxes = torch.tensor([fields[p] for p in positions], dtype=torch.long)
         return _square_boxes(boxes, self._field_size[layer], image_shape[-2], image_shape[-1])

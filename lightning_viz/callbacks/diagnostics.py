@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_viz.callbacks._base import LightningModule, ProbeLogs, ProbeMonitor, Trainer, layer_key
+from lightning_viz.callbacks._base import LayerSpec, LightningModule, Needs, ProbeLogs, ProbeMonitor, Trainer
 from lightning_viz.diagnostics import (
     LossHistory,
-    alias_fraction,
+    alias_fractions,
     band_energies,
     coverage_gap,
     dead_channel_fraction,
@@ -47,10 +47,9 @@ from lightning_viz.diagnostics.verdicts import (
     stride_verdict,
     unless_too_high,
 )
-from lightning_viz.methods import conv_layer_names, project_units, resolve_layer, stage_layers, top_k_units
-from lightning_viz.methods._hooks import capture_outputs
+from lightning_viz.methods import conv_layer_names, resolve_layer, stage_layers
 from lightning_viz.methods._layers import named_layers
-from lightning_viz.probe import ProbeBatch
+from lightning_viz.probing import ProbeContext
 
 __all__ = ["CUSTOM_SCALARS_LAYOUT", "TrainingDiagnostics"]
 
@@ -139,6 +138,8 @@ class TrainingDiagnostics(ProbeMonitor):
         first_layer: the convolution the kernel and stride diagnostics are about; None: the first ``nn.Conv2d``.
         top_k: units projected for the lattice-peak ratio.
         thresholds: verdict thresholds; None: the defaults chosen from the validation study.
+        shift_every_n_steps: cadence of the shift consistency (twelve forward passes of the probe), in optimizer
+            steps; it also runs at the final probe, never at step 0.
         **kwargs: probe, cadence and error options of :class:`~lightning_viz.callbacks.ProbeMonitor`.
 
     Example::
@@ -156,11 +157,15 @@ class TrainingDiagnostics(ProbeMonitor):
         first_layer: str | nn.Module | None = None,
         top_k: int = 9,
         thresholds: Thresholds | None = None,
+        shift_every_n_steps: int = 500,
         **kwargs: Any,
     ) -> None:
         super().__init__(layers=layers, **kwargs)
         if not isinstance(top_k, int) or top_k <= 0:
             raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        if not isinstance(shift_every_n_steps, int) or isinstance(shift_every_n_steps, bool) or shift_every_n_steps < 1:
+            raise ValueError(f"shift_every_n_steps must be a positive int, got {shift_every_n_steps!r}")
+        self.shift_every_n_steps = shift_every_n_steps
         self.first_layer = first_layer
         self.top_k = top_k
         self.thresholds = thresholds or Thresholds()
@@ -177,9 +182,10 @@ class TrainingDiagnostics(ProbeMonitor):
     def _options(self) -> dict[str, Any]:
         return {
             **super()._options(),
-            "first_layer": layer_key(self.first_layer),
+            "first_layer": self._layer_key(self.first_layer),
             "top_k": self.top_k,
             "thresholds": self.thresholds,
+            "shift_every_n_steps": self.shift_every_n_steps,
         }
 
     @override
@@ -200,8 +206,6 @@ class TrainingDiagnostics(ProbeMonitor):
         first = resolve_layer(pl_module, self._first)[1]
         if self._initial is None and isinstance(first, nn.Conv2d):
             self._initial = first.weight.detach().float().cpu().clone()  # a copy: training updates it in place
-        if trainer.is_global_zero and self._writer is not None and trainer.global_step == 0:
-            self._writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)
         super().on_train_start(trainer, pl_module)
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
@@ -225,8 +229,33 @@ class TrainingDiagnostics(ProbeMonitor):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     @override
+    def _layer_specs(self) -> list[LayerSpec | None]:
+        return [*super()._layer_specs(), self.first_layer]
+
+    @override
     def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
-        return stage_layers(model, images)
+        return self._shared_setup("stage_layers", lambda: stage_layers(model, images))
+
+    @override
+    def needs(self) -> Needs:
+        assert self._first is not None
+        return Needs(layers=self.layer_names, inputs_of=[self._first])
+
+    @override
+    def custom_scalars(self) -> dict[str, Any]:
+        return {group: CUSTOM_SCALARS_LAYOUT[group] for group in ("kernel size", "stride", "learning rate")}
+
+    @override
+    def expensive_parts(self) -> dict[str, int]:
+        return {"shift_consistency": self.shift_every_n_steps}
+
+    @override
+    def compute_part(self, name: str, context: ProbeContext, step: int) -> ProbeLogs:
+        """Shift consistency: 12 shifted copies of the probe in one forward pass, twelve times the probe's own."""
+        if not bool(torch.isfinite(context.logits).all()):
+            return ProbeLogs()
+        tvd = shift_consistency(context.model, context.images, reference=context.logits)
+        return ProbeLogs(scalars={"diagnostics/shift_tvd/model": tvd})
 
     def _read_losses(self) -> None:
         if self._pending:
@@ -236,7 +265,8 @@ class TrainingDiagnostics(ProbeMonitor):
             self._pending = []
 
     @override
-    def compute(self, model: nn.Module, probe: ProbeBatch, step: int) -> ProbeLogs:
+    def compute(self, context: ProbeContext, step: int) -> ProbeLogs:
+        model, probe = context.model, context.probe
         assert self._first is not None
         first = resolve_layer(model, self._first)[1]
         assert isinstance(first, nn.Conv2d)
@@ -274,14 +304,9 @@ class TrainingDiagnostics(ProbeMonitor):
                 put(f"diagnostics/energy_window/{tag}", energy_window(learned, self.thresholds.window_share))
                 put(f"diagnostics/kernel_size/{tag}", kernel)
 
-        layers = dict(resolve_layer(model, name) for name in self.layer_names)
-        inputs: list[Tensor] = []
-        handle = first.register_forward_hook(lambda module, args, output: inputs.append(args[0].detach()))
-        try:
-            with torch.no_grad(), capture_outputs(layers) as acts:  # a copy goes in: a forward may change its input
-                logits = model(probe.images.clone())
-        finally:
-            handle.remove()
+        acts = {name: context.activation(name) for name in self.layer_names}
+        logits = context.logits
+        inputs = [context.layer_inputs[self._first]] if self._first in context.layer_inputs else []
         if isinstance(logits, Tensor) and not bool(torch.isfinite(logits).all()):
             return self._verdicts(
                 logs,
@@ -306,21 +331,20 @@ class TrainingDiagnostics(ProbeMonitor):
 
         alias = None
         if inputs:
-            alias = alias_fraction(first, inputs[0])
+            with_learned = learned is not None and learned.norm() > 0
+            weights = [None, learned.to(first.weight.device, first.weight.dtype)] if with_learned else [None]
+            fractions = alias_fractions(first, inputs[0], weights)  # type: ignore[union-attr]
+            alias = fractions[0]
             put(f"diagnostics/alias_fraction/{tag}", alias)
-            if learned is not None and learned.norm() > 0:
-                learned_on_device = learned.to(first.weight.device, first.weight.dtype)
-                put(f"diagnostics/learned_alias_fraction/{tag}", alias_fraction(first, inputs[0], learned_on_device))
+            if with_learned:
+                put(f"diagnostics/learned_alias_fraction/{tag}", fractions[1])
 
-        top = top_k_units(acts[deepest], self.top_k)
-        projections = project_units(
-            model, probe.images[top.index[:, 0]], {deepest: (torch.arange(len(top.index)), top.index[:, 1:].cpu())}
-        )
+        top = context.top_units(deepest, self.top_k)
+        projections = context.project(deepest, top.index, "deconvnet")  # shared with DeconvNetMonitor's panel
         h, w = projections.shape[-2:]
         if stride <= min(h, w):
             lpr = lattice_peak_ratio(projections[..., : h - h % stride, : w - w % stride], stride)
             put(f"diagnostics/lattice_peak_ratio/{tag}", lpr)
-        put("diagnostics/shift_tvd/model", shift_consistency(model, probe.images))
 
         ratios = []
         if self._before is not None and self._before[0] == step:

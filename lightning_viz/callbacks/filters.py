@@ -11,11 +11,12 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor, layer_key
+from lightning_viz.callbacks._base import LayerSpec, Needs, ProbeLogs, ProbeMonitor
 from lightning_viz.methods import conv_layer_names, resolve_layer, stage_layers, top_k_units
 from lightning_viz.methods._hooks import forward_until
 from lightning_viz.methods.activation_max import ActivationMaxConfig, maximize_channels
 from lightning_viz.probe import ProbeBatch
+from lightning_viz.probing import ProbeContext
 from lightning_viz.render import grid, own_scale, signed_display, tile_panel
 
 __all__ = ["FilterMonitor", "filter_tiles"]
@@ -52,7 +53,8 @@ class FilterMonitor(ProbeMonitor):
     - ``activation_max/<layer>``: for the ``activation_max_channels`` strongest channels of the deepest layer, an
       input optimised from noise to excite the channel (jitter, total variation, L2 and range constraints; see
       :mod:`lightning_viz.methods.activation_max`). It costs ``activation_max_steps`` forward and backward passes
-      of that many images, so it runs at the first probe of every ``activation_max_every_n_steps`` steps only.
+      of that many images, so it runs every ``activation_max_every_n_steps`` steps (further apart when the budget
+      needs it) and at the final probe, never at step 0 (an untrained network has nothing to show).
 
     Args:
         layers: layers whose feature maps are shown; None: each convolutional stage's output, up to five.
@@ -100,14 +102,13 @@ class FilterMonitor(ProbeMonitor):
         self.activation_max = ActivationMaxConfig(steps=activation_max_steps, seed=self.seed)
         self.activation_max_every_n_steps = activation_max_every_n_steps
         self._previous_weight: tuple[int, Tensor] | None = None
-        self._next_activation_max = 0
 
     @override
     def _options(self) -> dict[str, Any]:
         return {
             **super()._options(),
-            "filter_layer": layer_key(self.filter_layer),
-            "activation_max_layer": layer_key(self.activation_max_layer),
+            "filter_layer": self._layer_key(self.filter_layer),
+            "activation_max_layer": self._layer_key(self.activation_max_layer),
             "activation_max_channels": self.activation_max_channels,
             "activation_max_every_n_steps": self.activation_max_every_n_steps,
         }
@@ -122,86 +123,112 @@ class FilterMonitor(ProbeMonitor):
             raise ValueError(f"filter_layer {self.filter_layer!r} is not an nn.Conv2d")
 
     @override
-    def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
-        return stage_layers(model, images)
+    def _layer_specs(self) -> list[LayerSpec | None]:
+        return [*super()._layer_specs(), self.filter_layer, self.activation_max_layer]
 
     @override
-    def compute(self, model: nn.Module, probe: ProbeBatch, step: int) -> ProbeLogs:
+    def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
+        return self._shared_setup("stage_layers", lambda: stage_layers(model, images))
+
+    def _activation_max_target(self, model: nn.Module) -> str:
+        target = self.layer_names[-1] if self.activation_max_layer is None else self.activation_max_layer
+        return resolve_layer(model, target)[0]
+
+    @override
+    def needs(self) -> Needs:
+        return Needs(layers=self.layer_names)
+
+    @override
+    def expensive_parts(self) -> dict[str, int]:
+        return {"activation_max": self.activation_max_every_n_steps} if self.activation_max_channels else {}
+
+    @override
+    def compute(self, context: ProbeContext, step: int) -> ProbeLogs:
+        model, probe = context.model, context.probe
         logs = ProbeLogs()
         name = conv_layer_names(model)[0] if self.filter_layer is None else resolve_layer(model, self.filter_layer)[0]
         logs.images[f"filters/{name}"] = self._filters(resolve_layer(model, name)[1], name, step)
-
-        layers = dict(resolve_layer(model, layer) for layer in self.layer_names)
-        with torch.no_grad():  # a copy goes in: a forward pass may modify its input in place
-            acts = forward_until(model, probe.images.clone(), layers)
-        for layer, act in acts.items():
-            dead = act.detach().abs().amax(dim=(0, 2, 3)).cpu() == 0  # the fraction is TrainingDiagnostics' job
-            logs.images[f"activations/{layer}"] = self._feature_maps(
-                act.detach().float().cpu(), dead, probe, layer, step
-            )
-
-        if self.activation_max_channels and step >= self._next_activation_max:
-            self._next_activation_max = (
-                step // self.activation_max_every_n_steps + 1
-            ) * self.activation_max_every_n_steps
-            target = self.layer_names[-1] if self.activation_max_layer is None else self.activation_max_layer
-            target_name = resolve_layer(model, target)[0]
-            act = (
-                acts[target_name]
-                if target_name in acts
-                else forward_until(model, probe.images.clone(), {target_name: resolve_layer(model, target_name)[1]})[
-                    target_name
-                ]
-            )
-            logs.images[f"activation_max/{target_name}"] = self._activation_max(model, probe, target_name, act, step)
+        for layer in self.layer_names:
+            act = context.activation(layer)
+            dead = act.abs().amax(dim=(0, 2, 3)).cpu() == 0  # the fraction is TrainingDiagnostics' job
+            shown = act[: self.feature_map_images].float().cpu().clone()
+            logs.images[f"activations/{layer}"] = self._feature_maps(shown, dead, probe, layer, step)
         return logs
+
+    @override
+    def compute_part(self, name: str, context: ProbeContext, step: int) -> ProbeLogs:
+        model, probe = context.model, context.probe
+        target = self._activation_max_target(model)
+        try:
+            act = context.activation(target)
+        except KeyError:  # a layer the shared pass did not capture
+            act = forward_until(model, probe.images.clone(), {target: resolve_layer(model, target)[1]})[target]
+        return ProbeLogs(images={f"activation_max/{target}": self._activation_max(model, probe, target, act, step)})
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "previous_weight": self._previous_weight}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._previous_weight = state_dict.get("previous_weight", self._previous_weight)
 
     def _filters(self, conv: nn.Module, name: str, step: int) -> Any:  # conv: the resolved nn.Conv2d
         assert isinstance(conv, nn.Conv2d)
         weight = conv.weight.detach().float().cpu().clone()  # a copy: on the CPU .float().cpu() is the parameter
-        tiles = filter_tiles(weight)
-        scale = float(weight.abs().max().clamp_min(1e-12))
         previous = self._previous_weight
-        change = torch.zeros_like(weight) if previous is None else (weight - previous[1]).abs()
-        since = "no previous probe" if previous is None else f"since step {previous[0]}"
         self._previous_weight = (step, weight)
-        out, k = weight.shape[0], weight.shape[-1]
-        per_filter = 1 if weight.shape[1] == 3 else weight.shape[1]  # a filter's tiles stay on one row
-        if per_filter <= 8:
-            columns = per_filter * max(1, math.ceil(math.sqrt(out) / per_filter))
-        else:
-            columns = math.ceil(math.sqrt(len(tiles)))
-        zoom = max(1, 48 // k)
-        grids = [
-            grid(own_scale(tiles), columns, zoom),
-            grid(signed_display(tiles, scale), columns, zoom),
-            grid((filter_tiles(change) / scale).clamp(0, 1), columns, zoom, background=0.5),
-        ]
-        rms = weight.flatten(1).pow(2).mean(dim=1).sqrt()
-        relative = float(change.norm() / weight.norm().clamp_min(1e-12))
-        captions = [
-            [
-                f"each filter on its own scale\n{out} filters {k}x{k}",
-                f"one scale, zero = grey: max |w| {scale:.3g}\nRMS median {float(rms.median()):.3g}, "
-                f"max {float(rms.max()):.3g}",
-                f"|W - W_prev| {since}, same scale\nrelative change {relative:.3g}",
+
+        def render() -> Any:
+            tiles = filter_tiles(weight)
+            scale = float(weight.abs().max().clamp_min(1e-12))
+            change = torch.zeros_like(weight) if previous is None else (weight - previous[1]).abs()
+            since = "no previous probe" if previous is None else f"since step {previous[0]}"
+            out, k = weight.shape[0], weight.shape[-1]
+            per_filter = 1 if weight.shape[1] == 3 else weight.shape[1]  # a filter's tiles stay on one row
+            if per_filter <= 8:
+                columns = per_filter * max(1, math.ceil(math.sqrt(out) / per_filter))
+            else:
+                columns = math.ceil(math.sqrt(len(tiles)))
+            zoom = max(1, 48 // k)
+            grids = [
+                grid(own_scale(tiles), columns, zoom),
+                grid(signed_display(tiles, scale), columns, zoom),
+                grid((filter_tiles(change) / scale).clamp(0, 1), columns, zoom, background=0.5),
             ]
-        ]
-        title = f"Filters of {name}, step {step}"
-        return tile_panel([grids], captions, columns=1, tile_size=grids[0].shape[-1], title=title)
+            rms = weight.flatten(1).pow(2).mean(dim=1).sqrt()
+            relative = float(change.norm() / weight.norm().clamp_min(1e-12))
+            captions = [
+                [
+                    f"each filter on its own scale\n{out} filters {k}x{k}",
+                    f"one scale, zero = grey: max |w| {scale:.3g}\nRMS median {float(rms.median()):.3g}, "
+                    f"max {float(rms.max()):.3g}",
+                    f"|W - W_prev| {since}, same scale\nrelative change {relative:.3g}",
+                ]
+            ]
+            title = f"Filters of {name}, step {step}"
+            return tile_panel([grids], captions, columns=1, tile_size=grids[0].shape[-1], title=title)
+
+        return render
 
     def _feature_maps(self, act: Tensor, dead: Tensor, probe: ProbeBatch, layer: str, step: int) -> Any:
+        """The panel of ``act`` (the first probe images' maps, a CPU copy), drawn later on the writer thread."""
         count = min(self.feature_map_images, len(act))
         c, w = act.shape[1], act.shape[-1]
-        columns = math.ceil(math.sqrt(c))
-        zoom = max(1, 400 // (columns * w))  # about 400 px per image, whatever the map size
-        grids = [grid(_channel_scale(act[i])[:, None], columns, zoom, marked=dead) for i in range(count)]
         captions = []
         for i in range(count):
             label = "" if probe.labels is None else f" ({probe.class_name(int(probe.labels[i]))})"
             captions.append(f"probe image {i}{label}\n{c} channels, {int(dead.sum())} dead on the whole probe (red)")
         title = f"Feature maps of {layer}, step {step}"
-        return tile_panel([grids], [captions], columns=1, tile_size=grids[0].shape[-1], title=title)
+
+        def render() -> Any:
+            columns = math.ceil(math.sqrt(c))
+            zoom = max(1, 400 // (columns * w))  # about 400 px per image, whatever the map size
+            grids = [grid(_channel_scale(act[i])[:, None], columns, zoom, marked=dead) for i in range(count)]
+            return tile_panel([grids], [captions], columns=1, tile_size=grids[0].shape[-1], title=title)
+
+        return render
 
     def _activation_max(self, model: nn.Module, probe: ProbeBatch, layer: str, act: Tensor, step: int) -> Any:
         top = top_k_units(act, self.activation_max_channels)
@@ -226,4 +253,4 @@ class FilterMonitor(ProbeMonitor):
             for i, ch in enumerate(channels.tolist())
         ]
         title = f"Activation maximisation at {layer}, step {step} ({config.steps} steps)"
-        return tile_panel(cells, captions, columns=None, tile_size=128, title=title)
+        return lambda: tile_panel(cells, captions, columns=None, tile_size=128, title=title)

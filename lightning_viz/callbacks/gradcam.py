@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor
-from lightning_viz.methods import default_cam_layer, grad_cam_maps
-from lightning_viz.probe import ProbeBatch
+from lightning_viz.callbacks._base import Needs, ProbeLogs, ProbeMonitor
+from lightning_viz.methods import default_cam_layer
+from lightning_viz.probing import ProbeContext
 from lightning_viz.render import overlay, tile_panel
 
 __all__ = ["GradCAMMonitor"]
@@ -70,13 +70,18 @@ class GradCAMMonitor(ProbeMonitor):
 
     @override
     def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
-        return [default_cam_layer(model, images)]
+        return [self._shared_setup("cam_layer", lambda: default_cam_layer(model, images))]
 
     @override
-    def compute(self, model: nn.Module, probe: ProbeBatch, step: int) -> ProbeLogs:
-        targets: list[Tensor | None] = [None] if probe.labels is None else [None, probe.labels]
-        logits, maps = grad_cam_maps(model, probe.images, self.layer_names, targets)
-        probs = torch.softmax(logits.float(), dim=1).cpu()
+    def needs(self) -> Needs:
+        return Needs(layers=self.layer_names, gradients=True)
+
+    @override
+    def compute(self, context: ProbeContext, step: int) -> ProbeLogs:
+        probe = context.probe
+        targets: list[Any] = ["predicted"] if probe.labels is None else ["predicted", "true"]
+        maps = {layer: [context.grad_cam(layer, which).cpu() for which in targets] for layer in self.layer_names}
+        probs = torch.softmax(context.logits.float(), dim=1).cpu()
         preds = probs.argmax(dim=1)
         labels = None if probe.labels is None else probe.labels.cpu()
         images = probe.display_images()
@@ -89,10 +94,18 @@ class GradCAMMonitor(ProbeMonitor):
             captions.append(row)
         logs = ProbeLogs()
         for layer, layer_maps in maps.items():
-            overlays = [overlay(images, m.cpu(), self.alpha, self.cmap) for m in layer_maps]
-            cells = [[images[i], *(o[i] for o in overlays)] for i in range(len(images))]
             title = f"Grad-CAM at {layer}, step {step}: input | predicted class | true class"
-            logs.images[f"gradcam/{layer}"] = tile_panel(cells, captions, self.columns, title=title)
+            logs.images[f"gradcam/{layer}"] = self._panel(images, layer_maps, captions, title)
         if labels is not None:
             logs.scalars["gradcam/probe_accuracy"] = float((preds == labels).float().mean())
         return logs
+
+    def _panel(self, images: Tensor, maps: list[Tensor], captions: list[list[str]], title: str) -> Any:
+        """The panel, drawn later on the writer thread (every input is a fresh CPU tensor)."""
+
+        def render() -> Any:
+            overlays = [overlay(images, m, self.alpha, self.cmap) for m in maps]
+            cells = [[images[i], *(o[i] for o in overlays)] for i in range(len(images))]
+            return tile_panel(cells, captions, self.columns, title=title)
+
+        return render

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_viz.callbacks._base import LightningModule, ProbeLogs, ProbeMonitor, Trainer, nonfinite_message
+from lightning_viz.callbacks._base import Needs, ProbeLogs, ProbeMonitor, nonfinite_message
 from lightning_viz.callbacks.diagnostics import CUSTOM_SCALARS_LAYOUT
 from lightning_viz.diagnostics import (
     blank_maps,
@@ -31,7 +31,7 @@ from lightning_viz.methods import (
     reinitialized,
     resolve_layer,
 )
-from lightning_viz.probe import ProbeBatch
+from lightning_viz.probing import ProbeContext
 
 __all__ = ["METHODS", "ExplanationQualityMonitor"]
 
@@ -82,9 +82,15 @@ class ExplanationQualityMonitor(ProbeMonitor):
     - ``stability``: rank correlation with the same maps (true class, else predicted) at the previous probe;
     - ``blank_maps``: share of constant maps.
 
+    The randomisation check and deletion/insertion need passes of their own (a re-initialised network, ``2 *
+    steps`` perturbed batches), so they run every ``expensive_every_n_steps`` steps (further apart when the budget
+    needs it) and at the final probe, never at step 0; the other numbers come from the step's shared forward pass
+    at every probe.
+
     The text ``quality/warnings`` says which maps should not be trusted right now, and why. Cost per probe and
-    method: about 2 forward and 2 backward passes for the maps (3 targets in one pass, the re-initialised network
-    in another) and ``2 * steps`` forward passes for deletion and insertion; logged as ``viz/overhead_ms/...``.
+    method: partial backward passes through the step's shared forward pass for the maps (one per target), one
+    forward and backward pass of the re-initialised network, and ``2 * steps`` forward passes for deletion and
+    insertion when they run; logged as ``viz/overhead_ms/...``.
 
     Args:
         methods: the methods to assess.
@@ -96,6 +102,7 @@ class ExplanationQualityMonitor(ProbeMonitor):
             one object dominates every feature map; re-initialising all layers separates the methods (see
             :class:`~lightning_viz.diagnostics.verdicts.QualityThresholds`).
         thresholds: when to warn.
+        expensive_every_n_steps: cadence of deletion and insertion, in optimizer steps.
         **kwargs: probe, cadence and error options of :class:`~lightning_viz.callbacks.ProbeMonitor`; ``seed`` also
             seeds the re-initialised weights (offset, so as not to redraw the network's initial weights), the same
             at every probe.
@@ -116,6 +123,7 @@ class ExplanationQualityMonitor(ProbeMonitor):
         steps: int = 8,
         randomize_top: int | None = None,
         thresholds: QualityThresholds | None = None,
+        expensive_every_n_steps: int = 500,
         **kwargs: Any,
     ) -> None:
         super().__init__(layers=layers, **kwargs)
@@ -130,68 +138,95 @@ class ExplanationQualityMonitor(ProbeMonitor):
             raise ValueError(f"steps must be a positive int, got {steps!r}")
         if randomize_top is not None and (not isinstance(randomize_top, int) or randomize_top < 1):
             raise ValueError(f"randomize_top must be a positive int or None, got {randomize_top!r}")
+        if (
+            not isinstance(expensive_every_n_steps, int)
+            or isinstance(expensive_every_n_steps, bool)
+            or expensive_every_n_steps < 1
+        ):
+            raise ValueError(f"expensive_every_n_steps must be a positive int, got {expensive_every_n_steps!r}")
+        self.expensive_every_n_steps = expensive_every_n_steps
         self.methods = list(methods)
         self.steps = steps
         self.randomize_top = randomize_top
         self.thresholds = thresholds or QualityThresholds()
         self._previous: dict[str, Tensor] = {}
         self._parametrized: list[str] | None = None
+        self._warnings: tuple[int, list[str]] | None = None  # the regular part's warnings at its last step
 
     @override
     def _options(self) -> dict[str, Any]:
-        return {**super()._options(), "methods": self.methods, "steps": self.steps, "randomize_top": self.randomize_top}
+        return {
+            **super()._options(),
+            "methods": self.methods,
+            "steps": self.steps,
+            "randomize_top": self.randomize_top,
+            "expensive_every_n_steps": self.expensive_every_n_steps,
+        }
 
     @override
     def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
-        return [default_cam_layer(model, images)]
+        return [self._shared_setup("cam_layer", lambda: default_cam_layer(model, images))]
 
     @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.is_global_zero and self._writer is not None and trainer.global_step == 0:
-            self._writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)
-        super().on_train_start(trainer, pl_module)
+    def needs(self) -> Needs:
+        return Needs(layers=self.layer_names if "gradcam" in self.methods else (), gradients=True)
 
-    def _explainer(self, method: str, model: nn.Module) -> Explainer:
+    @override
+    def custom_scalars(self) -> dict[str, Any]:
+        return {"explanation quality": CUSTOM_SCALARS_LAYOUT["explanation quality"]}
+
+    @override
+    def expensive_parts(self) -> dict[str, int]:
+        return {"randomization_and_faithfulness": self.expensive_every_n_steps}
+
+    def _maps(self, context: ProbeContext, method: str, which: Any) -> Tensor:
+        """The step's shared maps: Grad-CAM of the layer, or the class score projected to the pixels (per-pixel L1
+        norm over colour channels)."""
         if method == "gradcam":
-            return _grad_cam_explainer(resolve_layer(model, self.layer_names[0])[1])
-        return _backprop_explainer(method)
+            return context.grad_cam(self.layer_names[0], which)
+        return context.class_projection(method, which).abs().sum(dim=1).float()  # type: ignore[arg-type]
+
+    def _explain_randomized(
+        self, method: str, model: nn.Module, images: Tensor, target: Tensor, layer: nn.Module
+    ) -> Tensor:
+        if method == "gradcam":
+            _, maps = grad_cam_maps(model, images, [layer], [target])
+            return next(iter(maps.values()))[0]
+        return deconvnet(model, images, target=target, rule=method).abs().sum(dim=1).float()  # type: ignore[arg-type]
 
     @override
     def compute_nonfinite(self, model: nn.Module, step: int, nonfinite: list[str]) -> ProbeLogs:
         return ProbeLogs(texts={"quality/warnings": f"- {nonfinite_message(step, nonfinite)}"})
 
+    def _nonfinite_outputs(self, context: ProbeContext, step: int) -> ProbeLogs | None:
+        if bool(torch.isfinite(context.logits).all()):
+            return None
+        return ProbeLogs(texts={"quality/warnings": f"- ✗ step {step}: the model's outputs on the probe are not "
+                                "finite (NaN or inf): there are no maps to check. Training has diverged or "
+                                "overflowed; see diagnostics/verdicts."})  # fmt: skip
+
     @override
-    def compute(self, model: nn.Module, probe: ProbeBatch, step: int) -> ProbeLogs:
-        images = probe.images
-        with torch.no_grad():
-            logits = model(images.clone())
-        if not bool(torch.isfinite(logits).all()):
-            return ProbeLogs(texts={"quality/warnings": f"- ✗ step {step}: the model's outputs on the probe are not "
-                                    "finite (NaN or inf): there are no maps to check. Training has diverged or "
-                                    "overflowed; see diagnostics/verdicts."})  # fmt: skip
-        predicted, least = logits.argmax(dim=1), logits.argmin(dim=1)
-        truth = None if probe.labels is None else probe.labels.to(predicted.device)
-        targets = [predicted, least] if truth is None else [predicted, least, truth]
-        if self._parametrized is None:  # the forward order of the layers does not change: trace it once
-            self._parametrized = parametrized_layers(model, images)
-        layers = self._parametrized
-        top = layers if self.randomize_top is None else layers[-self.randomize_top :]
-        randomized = reinitialized(model, top, _REINIT_SEED + self.seed)
+    def compute(self, context: ProbeContext, step: int) -> ProbeLogs:
+        stop = self._nonfinite_outputs(context, step)
+        if stop is not None:
+            return stop
+        probe, logits = context.probe, context.logits
+        truth = context.target("true")
         masks = probe.masks
 
         logs, warnings = ProbeLogs(), []
-        overhead = f"viz/overhead_ms/{type(self).__name__}"
+        overhead = f"viz/overhead_ms/{self.label}"
         for method in self.methods:
-            explain = self._explainer(method, model)
             values: dict[str, float] = {}
             start = time.perf_counter()
-            maps = explain(model, images, targets)
-            if not all(bool(torch.isfinite(m).all()) for m in maps):
+            for_predicted = self._maps(context, method, "predicted")
+            for_least = self._maps(context, method, "least")
+            reference = for_predicted if truth is None else self._maps(context, method, "true")  # the true class
+            if not all(bool(torch.isfinite(m).all()) for m in (for_predicted, for_least, reference)):
                 warnings.append(f"✗ {method}: the maps are not finite (NaN or inf): nothing can be checked; the "
                                 "gradients overflowed or training has diverged")  # fmt: skip
                 continue
-            for_predicted, for_least = maps[0].cpu(), maps[1].cpu()
-            reference = maps[0 if truth is None else 2].cpu()  # the true class where known
+            for_predicted, for_least, reference = for_predicted.cpu(), for_least.cpu(), reference.cpu()
             values["blank_maps"] = float(blank_maps(for_predicted).double().mean())
             if logits.shape[1] > 1:  # a single logit has no other class to compare with
                 values["class_sensitivity"] = float(class_sensitivity(for_predicted, for_least).mean())
@@ -204,29 +239,59 @@ class ExplanationQualityMonitor(ProbeMonitor):
             self._previous[method] = reference
             logs.scalars[f"{overhead}/{method}/maps"] = 1000 * (time.perf_counter() - start)
 
-            start = time.perf_counter()
-            again = explain(randomized, images, [predicted])[0].cpu()
-            values["randomization"] = float(randomization_similarity(for_predicted, again).mean())
-            logs.scalars[f"{overhead}/{method}/randomization"] = 1000 * (time.perf_counter() - start)
-
-            start = time.perf_counter()
-            curves = deletion_insertion(model, images, maps[0], predicted, self.steps, seed=self.seed)
-            values["deletion_auc"] = float(curves.deletion.mean())
-            values["insertion_auc"] = float(curves.insertion.mean())
-            logs.scalars[f"{overhead}/{method}/deletion_insertion"] = 1000 * (time.perf_counter() - start)
-
             for metric, value in values.items():
                 logs.scalars[f"quality/{method}/{metric}"] = value
             warnings += quality_warnings(method, values, self.thresholds)
+        self._warnings = (step, warnings)
         if warnings:
             logs.texts["quality/warnings"] = "\n\n".join(f"- {w}" for w in warnings)
-        elif any(logs.scalars[f"quality/{method}/blank_maps"] > 0 for method in self.methods):
-            blank = ", ".join(f"{m} {logs.scalars[f'quality/{m}/blank_maps']:.0%}" for m in self.methods)
+        elif any(logs.scalars.get(f"quality/{method}/blank_maps", 0) > 0 for method in self.methods):
+            blank = ", ".join(f"{m} {logs.scalars.get(f'quality/{m}/blank_maps', 0):.0%}" for m in self.methods)
             logs.texts["quality/warnings"] = (f"No failed check at step {step}, but some maps are blank (constant: "
                                               f"{blank}); those explain nothing.")  # fmt: skip
         else:
             passed = ", ".join(self.methods)
             logs.texts["quality/warnings"] = f"No warnings at step {step}: {passed} passed every check."
+        return logs
+
+    @override
+    def compute_part(self, name: str, context: ProbeContext, step: int) -> ProbeLogs:
+        """The randomisation check (maps of a re-initialised network), and deletion and insertion: how fast the
+        predicted class's score falls as the top-ranked pixels are removed, and rises as they are restored."""
+        stop = self._nonfinite_outputs(context, step)
+        if stop is not None:
+            return stop
+        logs, warnings = ProbeLogs(), []
+        model, images = context.model, context.images
+        predicted = context.target("predicted")
+        overhead = f"viz/overhead_ms/{self.label}"
+        if self._parametrized is None:  # the forward order of the layers does not change: trace it once, on one image
+            self._parametrized = parametrized_layers(model, images[:1])
+        layers = self._parametrized
+        top = layers if self.randomize_top is None else layers[-self.randomize_top :]
+        randomized = reinitialized(model, top, _REINIT_SEED + self.seed)
+        for method in self.methods:
+            maps = self._maps(context, method, "predicted")
+            if not bool(torch.isfinite(maps).all()):
+                continue
+            start = time.perf_counter()
+            layer = resolve_layer(model, self.layer_names[0])[1]  # a module: the randomized wrapper renames layers
+            again = self._explain_randomized(method, randomized, images, predicted, layer).cpu()
+            values = {"randomization": float(randomization_similarity(maps.cpu(), again).mean())}
+            logs.scalars[f"{overhead}/{method}/randomization"] = 1000 * (time.perf_counter() - start)
+            start = time.perf_counter()
+            curves = deletion_insertion(
+                model, images, maps, predicted, self.steps, seed=self.seed, logits=context.logits
+            )
+            values["deletion_auc"] = float(curves.deletion.mean())
+            values["insertion_auc"] = float(curves.insertion.mean())
+            logs.scalars[f"{overhead}/{method}/deletion_insertion"] = 1000 * (time.perf_counter() - start)
+            for metric, value in values.items():
+                logs.scalars[f"quality/{method}/{metric}"] = value
+            warnings += quality_warnings(method, values, self.thresholds)
+        if warnings:
+            before = self._warnings[1] if self._warnings is not None and self._warnings[0] == step else []
+            logs.texts["quality/warnings"] = "\n\n".join(f"- {w}" for w in [*before, *warnings])
         return logs
 
     @override

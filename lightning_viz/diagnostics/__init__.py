@@ -30,13 +30,20 @@ from lightning_viz.diagnostics.quality import (
     randomization_similarity,
 )
 from lightning_viz.diagnostics.stability import rank_correlation
-from lightning_viz.diagnostics.stride import alias_fraction, lattice_peak_ratio, shift_consistency, uneven_overlap
+from lightning_viz.diagnostics.stride import (
+    alias_fraction,
+    alias_fractions,
+    lattice_peak_ratio,
+    shift_consistency,
+    uneven_overlap,
+)
 
 __all__ = [
     "BANDS",
     "DeletionInsertion",
     "LossHistory",
     "alias_fraction",
+    "alias_fractions",
     "band_energies",
     "blank_maps",
     "class_sensitivity",

@@ -116,6 +116,7 @@ def deletion_insertion(
     steps: int = 8,
     noise: float = 0.01,
     seed: int = 0,
+    logits: Tensor | None = None,
 ) -> DeletionInsertion:
     """Deletion and insertion areas under the curve (Petsiuk et al. 2018) with ROAD's imputation.
 
@@ -133,6 +134,7 @@ def deletion_insertion(
         steps: number of steps along each curve.
         noise: imputation noise, see :func:`noisy_linear_imputation`.
         seed: seeds the order of tied pixels and the imputation noise (torch's global generator is not used).
+        logits: the model's logits for ``images`` when already at hand (saves their forward pass).
 
     Returns:
         :class:`DeletionInsertion` with per-image areas in [0, 1].
@@ -156,10 +158,9 @@ def deletion_insertion(
     removed = torch.cat([rank < count for count in counts[1:]] + [rank >= count for count in counts[1:-1]])
     with torch.no_grad():
         filled = noisy_linear_imputation(images.repeat(2 * steps - 1, 1, 1, 1), removed, noise, generator=generator)
-        probabilities = [
-            torch.softmax(model(x.clone()).double(), dim=1).gather(1, targets)[:, 0].cpu()
-            for x in (images, *torch.split(filled, n))
-        ]
+        given = [] if logits is None else [logits.detach()]
+        outputs = given + [model(x.clone()) for x in ((images,) if logits is None else ()) + torch.split(filled, n)]
+        probabilities = [torch.softmax(out.double(), dim=1).gather(1, targets)[:, 0].cpu() for out in outputs]
     original, deleted, inserted = probabilities[0], probabilities[1 : steps + 1], probabilities[steps + 1 :]
     deletion = [original, *deleted]  # removes the `count` most salient pixels
     insertion = [deleted[-1], *inserted, original]  # nothing present, ..., everything present

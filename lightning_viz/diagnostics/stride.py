@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["alias_fraction", "lattice_peak_ratio", "shift_consistency", "uneven_overlap"]
+__all__ = ["alias_fraction", "alias_fractions", "lattice_peak_ratio", "shift_consistency", "uneven_overlap"]
 
 
 def uneven_overlap(kernel: int, stride: int) -> float:
@@ -56,24 +56,41 @@ def alias_fraction(conv: nn.Conv2d, images: Tensor, weight: Tensor | None = None
     Returns:
         A float in [0, 1] (NaN when the response has no power).
     """
+    return alias_fractions(conv, images, [weight])[0]
+
+
+def alias_fractions(conv: nn.Conv2d, images: Tensor, weights: Sequence[Tensor | None]) -> list[float]:
+    """:func:`alias_fraction` for several sets of weights (None: ``conv.weight``) in one convolution and one FFT."""
     if images.dim() != 4:
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
     stride = conv.stride[0]
-    w = conv.weight if weight is None else weight
+    if stride == 1:
+        return [0.0 for _ in weights]
+    stacked = torch.cat([(conv.weight if w is None else w).detach() for w in weights])
+    groups = conv.groups
+    if groups > 1 and len(weights) > 1:  # grouped: the weight sets cannot share one convolution
+        return [alias_fractions(conv, images, [w])[0] for w in weights]
     with torch.no_grad():
         padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
-        response = F.conv2d(images.to(w.dtype), w.detach(), None, 1, padding, conv.dilation, conv.groups).double()
-    if stride == 1:
-        return 0.0
-    response = response - response.mean(dim=(2, 3), keepdim=True)
-    power = torch.fft.fft2(response).abs().pow(2).sum(dim=(0, 1))
-    h, w_ = power.shape
+        response = F.conv2d(images.to(stacked.dtype), stacked, None, 1, padding, conv.dilation, groups).float()
+        response = response - response.mean(dim=(2, 3), keepdim=True)
+        power = torch.fft.rfft2(response).abs().pow(2).double()
+    h, w_ = response.shape[-2:]
     fy = torch.fft.fftfreq(h, dtype=torch.float64, device=power.device).abs()
-    fx = torch.fft.fftfreq(w_, dtype=torch.float64, device=power.device).abs()
+    fx = torch.fft.rfftfreq(w_, dtype=torch.float64, device=power.device)
     limit = 1 / (2 * stride) + 1e-12
     beyond = (fy[:, None] > limit) | (fx[None, :] > limit)
-    total = power.sum()
-    return float(power[beyond].sum() / total) if total > 0 else float("nan")
+    # the half spectrum counts each column but the first (and the Nyquist column of an even width) twice
+    twice = torch.full((w_ // 2 + 1,), 2.0, dtype=torch.float64, device=power.device)
+    twice[0] = 1.0
+    if w_ % 2 == 0:
+        twice[-1] = 1.0
+    fractions = []
+    for part in torch.split(power, conv.out_channels, dim=1):
+        spectrum = part.sum(dim=(0, 1)) * twice
+        total = spectrum.sum()
+        fractions.append(float(spectrum[beyond].sum() / total) if total > 0 else float("nan"))
+    return fractions
 
 
 def lattice_peak_ratio(images: Tensor, stride: int, ring: int = 2) -> float:
@@ -113,23 +130,29 @@ def lattice_peak_ratio(images: Tensor, stride: int, ring: int = 2) -> float:
     return float(torch.log10(peak.clamp_min(1e-300) / around.clamp_min(1e-300)))
 
 
-def shift_consistency(model: nn.Module, images: Tensor, shifts: Sequence[int] = (1, 2, 3)) -> float:
+def shift_consistency(
+    model: nn.Module, images: Tensor, shifts: Sequence[int] = (1, 2, 3), reference: Tensor | None = None
+) -> float:
     """Mean total variation distance between the softmax outputs for an image and the image shifted by a few
     pixels (circularly, along each axis in both directions). 0 for a perfectly shift-invariant classifier.
+
+    All shifted copies go through one batched forward pass.
 
     Args:
         model: a classifier returning logits; run as it is (put it in eval mode first).
         images: Tensor of shape (N, C, H, W).
         shifts: shift sizes in pixels.
+        reference: the model's logits for ``images`` when already at hand (saves their forward pass).
 
     Returns:
         The mean over images and shifts, in [0, 1].
     """
+    moves = [(dy, dx) for size in shifts for dy, dx in ((size, 0), (-size, 0), (0, size), (0, -size))]
     with torch.no_grad():
-        reference = torch.softmax(model(images.clone()).double(), dim=1)
-        distances = []
-        for size in shifts:
-            for dy, dx in ((size, 0), (-size, 0), (0, size), (0, -size)):
-                moved = torch.softmax(model(torch.roll(images, shifts=(dy, dx), dims=(2, 3))).double(), dim=1)
-                distances.append(0.5 * (moved - reference).abs().sum(dim=1))
-    return float(torch.stack(distances).mean())
+        if reference is None:
+            reference = model(images.clone())
+        expected = torch.softmax(reference.detach().double(), dim=1)
+        moved = torch.cat([torch.roll(images, shifts=move, dims=(2, 3)) for move in moves])
+        outputs = torch.softmax(model(moved).double(), dim=1).view(len(moves), *expected.shape)
+        distances = 0.5 * (outputs - expected).abs().sum(dim=2)
+    return float(distances.mean())

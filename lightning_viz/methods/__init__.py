@@ -2,7 +2,7 @@
 
 from lightning_viz.methods._isolation import isolated
 from lightning_viz.methods._layers import conv_layer_names, default_cam_layer, resolve_layer, stage_layers
-from lightning_viz.methods._relu_rules import RULES, Rule, relu_rule
+from lightning_viz.methods._relu_rules import RULES, Rule, RuleSwitch, relu_rule, switchable_relu
 from lightning_viz.methods.deconvnet import TopUnits, deconvnet, project_units, receptive_fields, top_k_units
 from lightning_viz.methods.grad_cam import grad_cam, grad_cam_maps, normalize_maps
 from lightning_viz.methods.randomization import parametrized_layers, reinitialized
@@ -10,6 +10,7 @@ from lightning_viz.methods.randomization import parametrized_layers, reinitializ
 __all__ = [
     "RULES",
     "Rule",
+    "RuleSwitch",
     "TopUnits",
     "conv_layer_names",
     "deconvnet",
@@ -25,5 +26,6 @@ __all__ = [
     "relu_rule",
     "resolve_layer",
     "stage_layers",
+    "switchable_relu",
     "top_k_units",
 ]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["RULES", "Rule", "linearized", "relu_rule"]
+__all__ = ["RULES", "Rule", "RuleSwitch", "linearized", "relu_rule", "switchable_relu"]
 
 Rule = Literal["deconvnet", "guided", "gradient"]
 RULES: tuple[Rule, ...] = ("deconvnet", "guided", "gradient")
@@ -62,7 +62,7 @@ class _RuleReLU(torch.autograd.Function):
     """ReLU forward; backward by the chosen rule (Zeiler & Fergus 2014; Springenberg et al. 2015)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, rule: str, inplace: bool) -> Tensor:
+    def forward(ctx: Any, x: Tensor, rule: str | RuleSwitch, inplace: bool) -> Tensor:
         if inplace:
             ctx.mark_dirty(x)
             out = x.clamp_(min=0)
@@ -74,11 +74,26 @@ class _RuleReLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        if ctx.rule == "deconvnet":  # the signal is rectified, the forward pass's mask is not used
+        rule = ctx.rule.rule if isinstance(ctx.rule, RuleSwitch) else ctx.rule  # a switch is read at backward time
+        if rule == "deconvnet":  # the signal is rectified, the forward pass's mask is not used
             return grad.clamp(min=0), None, None
-        if ctx.rule == "guided":  # both: the forward mask and a rectified signal
+        if rule == "guided":  # both: the forward mask and a rectified signal
             return grad.clamp(min=0) * ctx.passed, None, None
         return grad * ctx.passed, None, None
+
+
+class RuleSwitch:
+    """The ReLU rule of a graph recorded under :class:`switchable_relu`, read by each backward pass: one forward
+    pass then serves Grad-CAM (``"gradient"``) and deconvnet or guided backpropagation alike."""
+
+    def __init__(self, rule: Rule = "gradient") -> None:
+        self.rule: Rule = rule
+
+    def set(self, rule: Rule) -> RuleSwitch:
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        self.rule = rule
+        return self
 
 
 class relu_rule(TorchFunctionMode):
@@ -102,6 +117,22 @@ class relu_rule(TorchFunctionMode):
         relu = _relu_call(func, args, kwargs)
         if relu is not None and isinstance(relu[0], Tensor) and relu[0].requires_grad:
             return _RuleReLU.apply(relu[0], self.rule, relu[1])
+        return func(*args, **kwargs)
+
+
+class switchable_relu(relu_rule):
+    """Like :class:`relu_rule`, but every ReLU's backward follows ``switch.rule`` as it is when the backward pass
+    runs, so a graph recorded once can be differentiated under each rule in turn."""
+
+    def __init__(self, switch: RuleSwitch) -> None:
+        super().__init__(switch.rule)
+        self.switch = switch
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        relu = _relu_call(func, args, kwargs)
+        if relu is not None and isinstance(relu[0], Tensor) and relu[0].requires_grad:
+            return _RuleReLU.apply(relu[0], self.switch, relu[1])
         return func(*args, **kwargs)
 
 

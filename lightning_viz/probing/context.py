@@ -1,0 +1,206 @@
+"""One probe step's shared work: one forward pass of the probe batch, and what several monitors read from it.
+
+The forward pass runs once, with hooks on the union of the layers the monitors asked for, and records its graph
+with every ReLU under a :class:`~lightning_viz.methods.RuleSwitch`. From that graph each method takes a partial
+backward pass under its own rule: Grad-CAM maps per (layer, class) under the plain gradient, class-score
+projections to the pixels under the deconvnet or guided rule. Top-k unit rankings and deconvnet projections of
+single units are cached too, so two monitors that show or measure the same thing compute it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any, Literal, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_viz.methods import (
+    Rule,
+    RuleSwitch,
+    TopUnits,
+    normalize_maps,
+    project_units,
+    resolve_layer,
+    switchable_relu,
+    top_k_units,
+)
+from lightning_viz.methods._hooks import capture_outputs
+from lightning_viz.probe import ProbeBatch
+
+__all__ = ["ProbeContext", "Target"]
+
+Target = Literal["predicted", "true", "least"]
+"""Which class a map explains: each image's predicted class, its true class, or its least likely class."""
+
+T = TypeVar("T")
+
+
+@contextmanager
+def _capture_inputs(layers: dict[str, nn.Module]) -> Iterator[dict[str, Tensor]]:
+    """The first positional input of each named layer, detached, as the forward pass sees it."""
+    inputs: dict[str, Tensor] = {}
+    with ExitStack() as stack:
+        for name, module in layers.items():
+
+            def hook(module: nn.Module, args: Any, name: str = name) -> None:
+                if args and isinstance(args[0], Tensor):
+                    inputs[name] = args[0].detach()
+
+            stack.callback(module.register_forward_pre_hook(hook).remove)
+        yield inputs
+
+
+class ProbeContext:
+    """The probe batch of one step, its single forward pass, and caches every monitor of the step reads.
+
+    Args:
+        model: the network, already in the state a probe needs (eval mode, gradients enabled, returning logits).
+        probe: the probe batch on the model's device (its images are not modified).
+        layers: layers whose outputs are captured.
+        inputs_of: layers whose inputs are captured (the first convolution's, for the alias fraction).
+        gradients: record the graph, for Grad-CAM and class-score projections; False runs the pass without it.
+
+    Raises:
+        TypeError: from the forward pass, if a captured layer's output is not a tensor.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        probe: ProbeBatch,
+        layers: Collection[str] = (),
+        inputs_of: Collection[str] = (),
+        gradients: bool = True,
+    ) -> None:
+        self.model = model
+        self.probe = probe
+        self.images = probe.images
+        self.gradients = gradients
+        self._switch = RuleSwitch("gradient")
+        self._inputs = self.images.detach().clone().requires_grad_(gradients)
+        outputs = {name: resolve_layer(model, name)[1] for name in layers}
+        before = {name: resolve_layer(model, name)[1] for name in inputs_of}
+        with ExitStack() as stack:
+            if not gradients:
+                stack.enter_context(torch.no_grad())
+            else:
+                stack.enter_context(switchable_relu(self._switch))
+            acts = stack.enter_context(capture_outputs(outputs))
+            seen = stack.enter_context(_capture_inputs(before))
+            logits = model(self._inputs.clone())  # a non-leaf copy: a forward pass may modify its input in place
+        self._logits = logits
+        self._acts = dict(acts)
+        self.layer_inputs = dict(seen)
+        missing = set(outputs) - set(acts)
+        if missing:
+            raise ValueError(f"the forward pass never called the layer(s) {sorted(missing)}")
+        self.logits = logits.detach()
+        self._cache: dict[Any, Any] = {}
+        self._projections: dict[tuple[str, str, tuple[int, ...]], Tensor] = {}
+        self.unit_passes = 0  # forward passes of single-unit projections, each on its own batch of unit images
+
+    # -- plain reads ----------------------------------------------------------------------------------------------
+
+    def activation(self, layer: str) -> Tensor:
+        """The output of ``layer`` on the probe batch, Tensor of shape (N, C, H, W), detached."""
+        return self._acts[layer].detach()
+
+    def target(self, which: Target) -> Tensor | None:
+        """The class per image a map explains (None for ``"true"`` when the probe has no labels)."""
+        if which == "predicted":
+            return self.logits.argmax(dim=1)
+        if which == "least":
+            return self.logits.argmin(dim=1)
+        return None if self.probe.labels is None else self.probe.labels.to(self.logits.device)
+
+    def shared(self, key: Any, compute: Callable[[], T]) -> T:
+        """``compute()``, once per step and ``key``, for any other value two monitors both need."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    def top_units(self, layer: str, k: int) -> TopUnits:
+        """The ``k`` strongest channels of ``layer`` over the probe, each at its maximum (see ``top_k_units``)."""
+        return self.shared(("top", layer, k), lambda: top_k_units(self._acts[layer].detach(), k))
+
+    # -- partial backward passes through the shared graph ---------------------------------------------------------
+
+    def _score(self, which: Target) -> Tensor:
+        classes = self.target(which)
+        if classes is None:
+            raise ValueError("the probe has no labels: there is no true class to explain")
+        return self._logits.gather(1, classes[:, None]).sum()
+
+    def grad_cam(self, layer: str, which: Target = "predicted") -> Tensor:
+        """Grad-CAM maps of ``layer`` for the class ``which``, Tensor of shape (N, H, W) in [0, 1] at the input's
+        size (the same as :func:`~lightning_viz.methods.grad_cam`)."""
+
+        def compute() -> Tensor:
+            self._need_graph("Grad-CAM")
+            act = self._acts[layer]
+            if act.dim() != 4:
+                raise ValueError(
+                    f"Grad-CAM needs a 4-D (N, C, H, W) output from layer {layer!r}, got {tuple(act.shape)}"
+                )
+            (grad,) = torch.autograd.grad(self._score(which), [act], retain_graph=True)
+            weights = grad.float().mean(dim=(2, 3), keepdim=True)
+            cam = F.relu((weights * act.detach().float()).sum(dim=1, keepdim=True))
+            cam = F.interpolate(cam, size=self.images.shape[-2:], mode="bilinear", align_corners=False)
+            return normalize_maps(cam[:, 0])
+
+        return self.shared(("grad_cam", layer, which), compute)
+
+    def class_projection(self, rule: Rule, which: Target = "predicted") -> Tensor:
+        """The class score of ``which`` projected to the pixels under ``rule`` (as
+        :func:`~lightning_viz.methods.deconvnet` with ``layer=None``), Tensor of shape (N, C, H, W)."""
+
+        def compute() -> Tensor:
+            self._need_graph("a class-score projection")
+            self._switch.set(rule)
+            try:
+                (grad,) = torch.autograd.grad(self._score(which), [self._inputs], retain_graph=True)
+            finally:
+                self._switch.set("gradient")
+            return grad.detach()
+
+        return self.shared(("class_projection", rule, which), compute)
+
+    def _need_graph(self, what: str) -> None:
+        if not self.gradients:
+            raise RuntimeError(f"{what} needs the probe's graph: build the ProbeContext with gradients=True")
+
+    # -- single-unit projections (ZF Fig. 2), one batched pass for whatever is missing ----------------------------
+
+    def project(self, layer: str, units: Tensor, rule: Rule = "deconvnet") -> Tensor:
+        """Projections of single units of ``layer`` to the pixels, one per row of ``units`` (image, channel, y, x),
+        Tensor of shape (M, C, H, W). Units already projected at this step under ``rule`` are reused; the others go
+        through one forward and one backward pass of one image each."""
+        return self.project_many({layer: units}, rule)[layer]
+
+    def project_many(self, units: dict[str, Tensor], rule: Rule = "deconvnet") -> dict[str, Tensor]:
+        """:meth:`project` for several layers, all missing units in one pass."""
+        keys = {
+            layer: [(layer, rule, tuple(int(v) for v in row)) for row in index.tolist()]
+            for layer, index in units.items()
+        }
+        missing = list(
+            dict.fromkeys(key for layer_keys in keys.values() for key in layer_keys if key not in self._projections)
+        )
+        if missing:
+            rows: dict[str, tuple[list[int], list[list[int]]]] = {}
+            for i, (layer, _, (_, c, y, x)) in enumerate(missing):
+                rows.setdefault(layer, ([], []))
+                rows[layer][0].append(i)
+                rows[layer][1].append([c, y, x])
+            images = self.images[torch.tensor([n for _, _, (n, *_) in missing], device=self.images.device)]
+            plan = {layer: (torch.tensor(r), torch.tensor(cyx, dtype=torch.long)) for layer, (r, cyx) in rows.items()}
+            projected = project_units(self.model, images, plan, rule).float().cpu()
+            for i, key in enumerate(missing):
+                self._projections[key] = projected[i]
+            self.unit_passes += 1
+        return {
+            layer: torch.stack([self._projections[key] for key in layer_keys]) for layer, layer_keys in keys.items()
+        }

@@ -1,0 +1,216 @@
+"""The monitors of one trainer probe together: one forward pass of the probe per step, one probe in the checkpoint,
+tags of their own, a writer thread, a budget, and state that survives a resume."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import AwkwardNet, Classifier, fit_classifier, make_trainer, random_loader, read_events
+from pytorch_lightning import Callback, Trainer, seed_everything
+from pytorch_lightning.callbacks import ModelCheckpoint
+from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as python_masked_crc32c
+
+from lightning_viz import (
+    DeconvNetMonitor,
+    ExplanationQualityMonitor,
+    FilterMonitor,
+    GradCAMMonitor,
+    ProbeBatch,
+    TrainingDiagnostics,
+)
+from lightning_viz.callbacks._writer import masked_crc32c
+from lightning_viz.probing.schedule import MAX_STRETCH, Part, plan, stretch
+
+
+def _suite(**common: Any) -> list[Any]:
+    """All five monitors, their expensive parts on a short cadence so that a short run exercises them."""
+    return [
+        GradCAMMonitor(**common),
+        DeconvNetMonitor(**common),
+        FilterMonitor(activation_max_every_n_steps=20, activation_max_steps=4, activation_max_channels=2, **common),
+        TrainingDiagnostics(shift_every_n_steps=20, **common),
+        ExplanationQualityMonitor(expensive_every_n_steps=20, steps=2, **common),
+    ]
+
+
+class CountForwards(Callback):
+    """Records every eval-mode forward pass of the network (the probes; training runs in train mode) by step."""
+
+    def __init__(self) -> None:
+        self.inputs: dict[int, list[torch.Tensor]] = defaultdict(list)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: Any) -> None:
+        own = pl_module.net.conv1.weight
+
+        def record(module: torch.nn.Module, args: Any) -> None:
+            # the quality monitor's re-initialised network runs the same modules with other tensors: left out
+            if not module.training and module.conv1.weight is own:
+                self.inputs[trainer.global_step].append(args[0].detach().clone())
+
+        pl_module.net.register_forward_pre_hook(record)
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+def test_one_forward_pass_of_the_probe_per_step_with_all_five_monitors(tmp_path: Path) -> None:
+    counter = CountForwards()
+    monitors = _suite(every_n_steps=10, early_steps=(5,), budget=None)
+    fit_classifier(tmp_path, [*monitors, counter], max_steps=20, limit_val_batches=0)
+    probe = monitors[0].probe
+    assert all(m.probe is probe for m in monitors), "one probe batch for the five monitors"
+    for step in (5, 10, 20):  # regular probe steps (20 also runs the expensive parts)
+        inputs = counter.inputs[step]
+        on_probe = [x for x in inputs if x.shape == probe.images.shape and torch.equal(x, probe.images)]
+        assert len(on_probe) == 1, (step, len(on_probe), len(inputs))
+    # a regular step: the shared pass, and one pass of unit images for the projections DeconvNetMonitor shows and
+    # TrainingDiagnostics measures (receptive-field traces run on zeros and are left out)
+    for step in (5, 10):
+        assert len([x for x in counter.inputs[step] if x.abs().sum() > 0]) == 2, step
+
+
+def _scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+    """The monitors' scalars (not their timings, ``viz/*``, nor Lightning's own ``train_loss``, ``epoch``)."""
+    events = read_events(logdir)
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)]
+        for tag in events.Tags()["scalars"]
+        if "/" in tag and not tag.startswith("viz/")
+    }
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty:UserWarning")  # the resumed run's
+def test_fit_40_steps_equals_fit_20_and_resume_20(tmp_path: Path) -> None:
+    def fit(name: str, epochs: int, ckpt_path: str | None = None) -> str:
+        seed_everything(0)
+        monitors = _suite(every_n_steps=10, early_steps=(5,), budget=None)
+        checkpoint = ModelCheckpoint(dirpath=tmp_path / f"ckpt_{name == 'whole'}", save_last=True)
+        trainer = make_trainer(tmp_path / name, [*monitors, checkpoint], max_steps=-1, max_epochs=epochs,
+                               enable_checkpointing=True, val_check_interval=None)  # fmt: skip
+        net = AwkwardNet()
+        net.drop = torch.nn.Identity()  # Lightning does not restore the generators: no dropout, so resuming is exact
+        trainer.fit(
+            Classifier(net),
+            random_loader(n=160, shuffle=False),  # 20 steps an epoch; a resume at an epoch's end is exact
+            random_loader(n=32, seed=1, shuffle=False),
+            ckpt_path=ckpt_path,
+        )
+        assert trainer.logger is not None and trainer.logger.log_dir is not None
+        return trainer.logger.log_dir
+
+    whole = _scalars(fit("whole", 2))
+    first = _scalars(fit("first", 1))
+    second = _scalars(fit("second", 2, ckpt_path=str(tmp_path / "ckpt_False" / "last.ckpt")))
+    assert set(whole) == set(first) | set(second)
+    for tag, series in whole.items():
+        resumed = [e for e in first.get(tag, []) if e[0] <= 20] + [e for e in second.get(tag, []) if e[0] > 20]
+        assert resumed == series, tag
+    monitored = {tag.split("/")[0] for tag in whole}
+    assert {"gradcam", "diagnostics", "quality", "verdict"} <= monitored  # DeconvNet: diagnostics/deconv_stability
+    assert any(tag.startswith("diagnostics/deconv_stability/") for tag in whole)
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+def test_the_checkpoint_holds_one_copy_of_the_probe(tmp_path: Path) -> None:
+    monitors = _suite(every_n_steps=5, budget=None)
+    _, trainer = fit_classifier(tmp_path, monitors, max_steps=6)
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    states = torch.load(tmp_path / "run.ckpt", weights_only=False)["callbacks"]
+    storages = {state["probe"]["images"].untyped_storage().data_ptr() for state in states.values()}
+    assert len(states) == 5 and len(storages) == 1
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+def test_tags_are_unique_per_monitor_instance_and_the_layout_is_written_once(tmp_path: Path) -> None:
+    monitors = [
+        DeconvNetMonitor(every_n_steps=5, budget=None),
+        DeconvNetMonitor(rule="guided", every_n_steps=5, budget=None),
+        GradCAMMonitor(layers="net.conv3", every_n_steps=5, budget=None),
+        GradCAMMonitor(layers="net.conv2", every_n_steps=5, budget=None),
+        TrainingDiagnostics(every_n_steps=5, budget=None),
+        ExplanationQualityMonitor(every_n_steps=5, budget=None),
+    ]
+    _, trainer = fit_classifier(tmp_path, monitors, max_steps=10)
+    events = read_events(trainer.logger.log_dir)
+    images, scalars = set(events.Tags()["images"]), set(events.Tags()["scalars"])
+    assert {
+        "deconvnet/net.conv3",
+        "deconvnet_rule-guided/net.conv3",
+        "gradcam/net.conv3",
+        "gradcam_2/net.conv2",
+    } <= images
+    assert {"viz/overhead_ms/DeconvNetMonitor", "viz/overhead_ms/DeconvNetMonitor_rule-guided"} <= scalars
+    assert {"gradcam/probe_accuracy", "gradcam_2/probe_accuracy"} <= scalars
+    for tag in [tag for tag in images | scalars if "/" in tag]:  # ours (Lightning logs epoch at each validation)
+        series = events.Images(tag) if tag in images else events.Scalars(tag)
+        steps = [e.step for e in series]
+        assert len(steps) == len(set(steps)), tag
+    assert len(events.Tensors("custom_scalars__config__")) == 1
+
+
+class _BrokenPanel(GradCAMMonitor):
+    """A panel whose drawing fails on the writer thread."""
+
+    def _panel(self, *args: Any) -> Any:
+        def render() -> Any:
+            raise RuntimeError("the renderer broke")
+
+        return render
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+def test_a_failure_on_the_writer_thread_warns_once_and_training_continues(tmp_path: Path) -> None:
+    with pytest.warns(
+        UserWarning, match=r"writing to TensorBoard.* failed \(RuntimeError: the renderer broke\)"
+    ) as seen:
+        _, trainer = fit_classifier(tmp_path, [_BrokenPanel(every_n_steps=2, early_steps=(), budget=None)], max_steps=8)
+    assert trainer.global_step == 8
+    assert sum("the renderer broke" in str(w.message) for w in seen) == 1
+    events = read_events(trainer.logger.log_dir)
+    assert [e.step for e in events.Scalars("gradcam/probe_accuracy")] == [0, 2, 4, 6, 8]  # the rest was written
+
+
+def test_the_native_crc32c_is_tensorboards_checksum() -> None:
+    rng = random.Random(0)
+    for size in (0, 1, 7, 8, 1000, 65_537):
+        data = bytes(rng.getrandbits(8) for _ in range(size))
+        assert masked_crc32c(data) == python_masked_crc32c(data), size
+
+
+def test_stretch_and_plan() -> None:
+    assert stretch(1.0, 1.0) == 1 and stretch(1.01, 1.0) == 2 and stretch(10.0, 3.0) == 4
+    assert stretch(0.0, 0.0) == 1 and stretch(1.0, 0.0) is None and stretch(1e9, 1.0) is None
+    parts = [Part("A", 100, 0.5), Part("B", 100, 0.5), Part("A/heavy", 500, 2.0, expensive=True)]
+    assert plan(parts, None, 0.1) == {"A": 1, "B": 1, "A/heavy": 1}
+    # allowed 5 ms a step; the regular parts need 10 ms a step: every 200 steps; nothing is left for the heavy part
+    assert plan(parts, 0.05, 0.1) == {"A": 2, "B": 2, "A/heavy": None}
+    # allowed 20 ms a step; the regular parts take 10; the heavy part needs 4 ms a step and gets 10
+    assert plan(parts, 0.2, 0.1) == {"A": 1, "B": 1, "A/heavy": 1}
+    assert plan(parts, 1e-6, 0.1)["A"] == MAX_STRETCH
+    assert plan([Part("A", 10, None)], 0.05, 0.1) == {"A": 1}  # not measured yet: assumed to fit
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+def test_a_small_budget_spaces_the_probes_after_the_warm_up_and_logs_what_it_skipped(tmp_path: Path) -> None:
+    monitor = GradCAMMonitor(every_n_steps=10, early_steps=(5,), budget=1e-6)
+    _, trainer = fit_classifier(tmp_path, [monitor], max_steps=120, limit_val_batches=0)
+    events = read_events(trainer.logger.log_dir)
+    steps = [e.step for e in events.Scalars("gradcam/probe_accuracy")]
+    # no spacing during the warm-up (the first 50 steps); then nothing fits until the final probe
+    assert steps == [0, 5, 10, 20, 30, 40, 120]
+    skipped = events.Scalars("viz/budget/skipped")
+    assert skipped[-1].step == 120 and skipped[-1].value == 7  # steps 50 to 110
+    assert events.Scalars("viz/budget/stretch")[-1].value == MAX_STRETCH
+
+
+def test_the_probe_batch_is_shared_by_equal_content_after_a_resume() -> None:
+    from lightning_viz.callbacks._session import _same_probe
+
+    images = torch.rand(4, 3, 8, 8)
+    a = ProbeBatch(images, torch.arange(4))
+    b = ProbeBatch.from_state_dict(a.state_dict())
+    assert _same_probe(a, b) and not _same_probe(a, ProbeBatch(images + 1, torch.arange(4)))
