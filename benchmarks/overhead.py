@@ -160,10 +160,28 @@ WORKLOADS = {
 }
 
 
+BUDGET: dict[str, Any] = {}  # --budget: empty for the default budget, else {"budget": value}
+
+
 def suite() -> list[Any]:
     """The README's default usage: all five monitors, every argument at its default (Lightning callbacks at run
-    time, typed on no Lightning base)."""
-    return [GradCAMMonitor(), DeconvNetMonitor(), FilterMonitor(), TrainingDiagnostics(), ExplanationQualityMonitor()]
+    time, typed on no Lightning base); ``--budget`` sets their budget."""
+    monitors = (GradCAMMonitor, DeconvNetMonitor, FilterMonitor, TrainingDiagnostics, ExplanationQualityMonitor)
+    return [monitor(**BUDGET) for monitor in monitors]
+
+
+def widest_gap(run: Run, after: int = 100) -> int | None:
+    """The most optimizer steps any monitor went without a regular probe after step ``after`` (its
+    ``viz/overhead_ms/<Monitor>`` steps; the run's end counts as a probe)."""
+    gaps = []
+    for tag, points in run.scalars.items():
+        name = tag[len(OVERHEAD_TAG) :]
+        if not tag.startswith(OVERHEAD_TAG) or "/" in name or name == "probe_step":
+            continue
+        steps = sorted({step for step, _ in points if step >= after})
+        if steps:
+            gaps.append(max(b - a for a, b in zip([after, *steps], steps, strict=False)))
+    return max(gaps) if gaps else None
 
 
 @dataclass
@@ -247,6 +265,7 @@ class Result:
         extra = statistics.median(m.event_bytes - b.event_bytes for b, m in pairs)
         logged = statistics.median(logged_probe_seconds(r) for r in self.monitored)
         same = all(b.checksum == m.checksum for b, m in pairs)
+        gap = widest_gap(self.monitored[0])
         return [
             self.workload,
             str(self.steps),
@@ -256,6 +275,7 @@ class Result:
             f"{100 * (monitored / bare - 1):+.0f}%",
             f"{100 * min(ratios):+.0f}%..{100 * max(ratios):+.0f}%",
             str(probes),
+            "-" if gap is None else str(gap),
             f"{logged:.1f}",
             f"{extra / probes / 1024:.0f} KiB" if probes else "-",
             "yes" if same else "no",
@@ -280,6 +300,7 @@ HEADER = [
     "overhead",
     "per-pair range",
     "probe steps",
+    "widest gap after step 100",
     "probe time logged (s)",
     "event bytes / probe step",
     "same weights",
@@ -326,9 +347,9 @@ def busy_note(load: float | None) -> str | None:
     process's CPU time too, as the compute threads spin while they wait for a core)."""
     if load is None or load < BUSY_LOAD:
         return None
+    hint = " (or with --threads 1, which contention slows down far less)" if torch.get_num_threads() > 1 else ""
     return (f"- warning: the 1-minute load average was {load:.2f} before the runs ({os.cpu_count()} cores): other "
-            "work was running, and it disturbs the timings; rerun on an idle machine (or with --threads 1, which "
-            "contention slows down far less than threads that wait for each other).")  # fmt: skip
+            f"work was running, and it disturbs the timings; rerun on an idle machine{hint}.")  # fmt: skip
 
 
 def report(results: list[Result], device: str, notes: list[str], load_before: float | None) -> str:
@@ -344,11 +365,13 @@ def report(results: list[Result], device: str, notes: list[str], load_before: fl
             f"- torch {torch.__version__}, device {device}: {device_name(device)}",
             f"- cores: os.cpu_count() = {os.cpu_count()}, torch.get_num_threads() = {torch.get_num_threads()}",
             f"- 1-minute load average: {fmt_load(load_before)} before the runs, {fmt_load(load_average())} after",
+            f"- the monitors' budget: {BUDGET['budget'] if BUDGET else 'their default (0.05)'}",
             "",
             table(results),
             "",
             "overhead: median suite time / median bare time - 1; per-pair range: min..max of suite / bare - 1 over "
-            "the pairs; probe time logged: the monitors' own `viz/overhead_ms/probe_step` (else "
+            "the pairs; widest gap: the most steps any monitor went without a regular probe after step 100 (the end of "
+            "the run counts); probe time logged: the monitors' own `viz/overhead_ms/probe_step` (else "
             "`viz/overhead_ms/<Monitor>`) scalars summed (median run); event bytes: suite minus bare event files "
             "(median pair), per probe step; same weights: the parameters sum to the same value after the bare and "
             "the suite run of every pair.",
@@ -370,7 +393,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="markdown report (default benchmarks/overhead.md)")
     parser.add_argument("--quick", action="store_true", help="60 steps, 1 pair; writes only to an explicit --out")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--budget", default=None, help="the monitors' budget= (a fraction, or 'none'; default: theirs)")
     args = parser.parse_args()
+    if args.budget is not None:
+        BUDGET["budget"] = None if args.budget.lower() == "none" else float(args.budget)
     if args.device == "cuda" and not cuda:
         parser.error("--device cuda: CUDA is not available")
     quiet()

@@ -128,9 +128,11 @@ class ProbeMonitor:
 
     Probes run at step 0 (before any update), at each of ``early_steps``, every ``every_n_steps`` optimizer
     steps (``trainer.global_step``, so gradient accumulation does not multiply probes) and at the end of every
-    ``every_n_epochs``-th epoch; never during the sanity check, at most once per step, and only on global rank
-    zero. Every probe runs in eval mode, with gradients enabled and generator states restored, so training
-    continues bit for bit as without the monitor.
+    ``every_n_epochs``-th epoch, and a last time when training ends; never during the sanity check, at most once
+    per step, and only on global rank zero. Every probe runs in eval mode, with gradients enabled and generator
+    states restored, so training continues bit for bit as without the monitor. The monitors of one trainer probe
+    together: one forward pass of the probe per step for all of them, results drawn and written on a background
+    thread, probes spaced to keep ``budget``.
 
     Args:
         probe: the probe images: a :class:`~lightning_viz.ProbeBatch`, a tensor (N, C, H, W), or None to draw
@@ -138,7 +140,10 @@ class ProbeMonitor:
         probe_size: number of images drawn when ``probe`` is None.
         every_n_steps: probe every this many optimizer steps; None for no step cadence.
         every_n_epochs: probe at the end of every this many training epochs; None for no epoch cadence.
-        early_steps: extra probes early in training, where learning-rate trouble shows.
+        early_steps: extra probes early in training, where learning-rate trouble shows; None: the monitor's
+            ``default_early_steps`` (5, 10, 25 and 50 for :class:`~lightning_viz.TrainingDiagnostics`, whose
+            learning-rate verdict needs them; none for the pictures, which change little before step 100 and
+            cost the most to draw).
         layers: layers to probe, by dotted name or module; None lets the monitor choose.
         on_error: ``"warn"``: a failing probe warns once per distinct error and training continues;
             ``"raise"``: the error stops training. Configuration errors raise at setup either way.
@@ -163,7 +168,7 @@ class ProbeMonitor:
         probe_size: int = 16,
         every_n_steps: int | None = 100,
         every_n_epochs: int | None = None,
-        early_steps: Sequence[int] = (5, 10, 25, 50),
+        early_steps: Sequence[int] | None = None,
         layers: LayerSpec | Sequence[LayerSpec] | None = None,
         on_error: Literal["warn", "raise"] = "warn",
         seed: int = 0,
@@ -185,6 +190,8 @@ class ProbeMonitor:
             raise ValueError(f"probe_size must be a positive int, got {probe_size!r}")
         _positive_or_none("every_n_steps", every_n_steps)
         _positive_or_none("every_n_epochs", every_n_epochs)
+        if early_steps is None:
+            early_steps = self.default_early_steps
         if any(not isinstance(s, int) or s < 0 for s in early_steps):
             raise ValueError(f"early_steps must be non-negative ints, got {early_steps!r}")
         if on_error not in ("warn", "raise"):
@@ -217,6 +224,9 @@ class ProbeMonitor:
 
     namespace = "viz"
     """The first part of this monitor's TensorBoard tags (``gradcam``, ``deconvnet``, ...)."""
+
+    default_early_steps: tuple[int, ...] = ()
+    """The early probes of a monitor built with ``early_steps=None``."""
 
     def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
         """Layers to probe when the user gives none. ``images`` is the probe batch, on the model's device."""
@@ -256,9 +266,13 @@ class ProbeMonitor:
         return type(self).__name__ + self.tag_suffix
 
     def cost(self, part: str = "regular") -> float | None:
-        """The median measured seconds of a part over its last runs; None before it ran."""
+        """The median measured seconds of a part over its last runs (for the regular part, with the drawing and
+        writing its results took on the writer thread); None before it ran."""
         runs = self._costs.get(part)
-        return statistics.median(runs) if runs else None
+        if not runs:
+            return None
+        drawn = self._costs.get("render") if part == "regular" else None
+        return statistics.median(runs) + (statistics.median(drawn) if drawn else 0.0)
 
     # -- Lightning hooks ---------------------------------------------------------------------------------------
 
@@ -561,6 +575,7 @@ class ProbeMonitor:
             scalars={_tagged(tag, suffix) if not tag.startswith("viz/") else tag: v for tag, v in logs.scalars.items()},
             texts={_tagged(tag, suffix): text for tag, text in logs.texts.items()},
             timing=f"viz/render_ms/{self.label}" if logs.images else None,
+            done=(lambda seconds: self._record("render", seconds)) if regular else None,
         )
         try:
             session.writer.submit(written)

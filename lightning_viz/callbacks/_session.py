@@ -157,7 +157,9 @@ class ProbeSession:
         spaces nothing before it has a measure it can trust."""
         if self._fit_start is None or step - self._start_step < WARMUP_STEPS:
             return None
-        return max(0.0, time.perf_counter() - self._fit_start - self._probe_seconds) / (step - self._start_step)
+        writer = self.writer.seconds if self.writer is not None else 0.0
+        spent = self._probe_seconds + writer
+        return max(0.0, time.perf_counter() - self._fit_start - spent) / (step - self._start_step)
 
     def plan(self, step: int) -> dict[str, int | None]:
         parts: list[Part] = []
@@ -247,11 +249,12 @@ class ProbeSession:
             self._report_writer_errors()
 
     def _share(self, step: int) -> float:
-        """The probes' share of the fit's wall time so far."""
+        """The probes' share of the fit's wall time so far (the training thread's probe time and the writer's)."""
         if self._fit_start is None:
             return 0.0
         elapsed = time.perf_counter() - self._fit_start
-        return self._probe_seconds / elapsed if elapsed > 0 else 0.0
+        writer = self.writer.seconds if self.writer is not None else 0.0
+        return (self._probe_seconds + writer) / elapsed if elapsed > 0 else 0.0
 
     def _probe_group(self, pl_module: nn.Module, group: list[_Due], step: int, nonfinite: list[str]) -> None:
         first = group[0].monitor

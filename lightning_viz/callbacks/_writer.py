@@ -30,7 +30,7 @@ def masked_crc32c(data: bytes) -> int:
     """TFRecord's masked CRC32C of ``data`` (the checksum TensorBoard's event files carry), computed natively."""
     import google_crc32c
 
-    crc = google_crc32c.value(data)
+    crc = int(google_crc32c.value(data))
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
@@ -57,6 +57,7 @@ class Written:
     scalars: dict[str, float] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
     timing: str | None = None  # tag of the rendering time in ms, logged by the worker
+    done: Callable[[float], None] | None = None  # told the seconds the worker spent on this item
 
 
 _FLUSH = object()
@@ -74,6 +75,7 @@ class BackgroundWriter:
     def __init__(self, writer: Any, max_queue: int = 16) -> None:
         self.writer = writer
         self.waits = 0
+        self.seconds = 0.0  # spent rendering and writing (its share of the two cores counts against the budget)
         self._queue: queue.Queue[Any] = queue.Queue(max_queue)
         self._errors: list[BaseException] = []
         self._lock = threading.Lock()
@@ -132,6 +134,12 @@ class BackgroundWriter:
     def _write(self, item: Written) -> None:
         """Scalars and text first, then each image on its own: a panel that fails to draw loses only itself."""
         start = time.perf_counter()
+        try:
+            self._write_items(item, start)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _write_items(self, item: Written, start: float) -> None:
         for tag, value in item.scalars.items():
             self.writer.add_scalar(tag, value, item.step)
         for tag, text in item.texts.items():
@@ -144,6 +152,8 @@ class BackgroundWriter:
                 failed = failed or error
         if item.timing is not None:
             self.writer.add_scalar(item.timing, 1000 * (time.perf_counter() - start), item.step)
+        if item.done is not None:
+            item.done(time.perf_counter() - start)
         if failed is not None:
             raise failed
 

@@ -150,6 +150,7 @@ class TrainingDiagnostics(ProbeMonitor):
     """
 
     namespace = "diagnostics"
+    default_early_steps = (5, 10, 25, 50)  # learning-rate trouble shows there (see the verdicts)
 
     def __init__(
         self,
@@ -331,12 +332,13 @@ class TrainingDiagnostics(ProbeMonitor):
 
         alias = None
         if inputs:
-            with_learned = learned is not None and learned.norm() > 0
-            weights = [None, learned.to(first.weight.device, first.weight.dtype)] if with_learned else [None]
-            fractions = alias_fractions(first, inputs[0], weights)  # type: ignore[union-attr]
+            weights: list[Tensor | None] = [None]
+            if learned is not None and learned.norm() > 0:
+                weights.append(learned.to(first.weight.device, first.weight.dtype))
+            fractions = alias_fractions(first, inputs[0], weights)
             alias = fractions[0]
             put(f"diagnostics/alias_fraction/{tag}", alias)
-            if with_learned:
+            if len(fractions) > 1:
                 put(f"diagnostics/learned_alias_fraction/{tag}", fractions[1])
 
         top = context.top_units(deepest, self.top_k)

@@ -263,7 +263,7 @@ class ExplanationQualityMonitor(ProbeMonitor):
             return stop
         logs, warnings = ProbeLogs(), []
         model, images = context.model, context.images
-        predicted = context.target("predicted")
+        predicted = context.predicted
         overhead = f"viz/overhead_ms/{self.label}"
         if self._parametrized is None:  # the forward order of the layers does not change: trace it once, on one image
             self._parametrized = parametrized_layers(model, images[:1])

@@ -91,13 +91,16 @@ class ProbeContext:
             acts = stack.enter_context(capture_outputs(outputs))
             seen = stack.enter_context(_capture_inputs(before))
             logits = model(self._inputs.clone())  # a non-leaf copy: a forward pass may modify its input in place
-        self._logits = logits
+        if not isinstance(logits, Tensor) or logits.dim() != 2:
+            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(f"the model must return logits of shape (N, num_classes), got {got}")
+        self._logits: Tensor = logits
         self._acts = dict(acts)
         self.layer_inputs = dict(seen)
         missing = set(outputs) - set(acts)
         if missing:
             raise ValueError(f"the forward pass never called the layer(s) {sorted(missing)}")
-        self.logits = logits.detach()
+        self.logits: Tensor = logits.detach()
         self._cache: dict[Any, Any] = {}
         self._projections: dict[tuple[str, str, tuple[int, ...]], Tensor] = {}
         self.unit_passes = 0  # forward passes of single-unit projections, each on its own batch of unit images
@@ -108,10 +111,15 @@ class ProbeContext:
         """The output of ``layer`` on the probe batch, Tensor of shape (N, C, H, W), detached."""
         return self._acts[layer].detach()
 
+    @property
+    def predicted(self) -> Tensor:
+        """Each image's predicted class, Tensor of shape (N,)."""
+        return self.logits.argmax(dim=1)
+
     def target(self, which: Target) -> Tensor | None:
         """The class per image a map explains (None for ``"true"`` when the probe has no labels)."""
         if which == "predicted":
-            return self.logits.argmax(dim=1)
+            return self.predicted
         if which == "least":
             return self.logits.argmin(dim=1)
         return None if self.probe.labels is None else self.probe.labels.to(self.logits.device)
@@ -120,7 +128,8 @@ class ProbeContext:
         """``compute()``, once per step and ``key``, for any other value two monitors both need."""
         if key not in self._cache:
             self._cache[key] = compute()
-        return self._cache[key]  # type: ignore[no-any-return]
+        value: T = self._cache[key]
+        return value
 
     def top_units(self, layer: str, k: int) -> TopUnits:
         """The ``k`` strongest channels of ``layer`` over the probe, each at its maximum (see ``top_k_units``)."""
