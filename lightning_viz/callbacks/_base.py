@@ -251,6 +251,11 @@ class ProbeMonitor:
         """One of :meth:`expensive_parts`."""
         raise NotImplementedError
 
+    def part_passes(self, name: str) -> float:
+        """A prior for the cost of one of :meth:`expensive_parts`, in forward passes of the probe batch (a backward
+        pass counts two), which the budget uses until the part has run once."""
+        return 1.0
+
     def compute_nonfinite(self, model: nn.Module, step: int, nonfinite: list[str]) -> ProbeLogs:
         """What a probe logs instead of its panels when the model holds NaN or infinite values: a line saying so
         under ``<namespace>/status`` (a diverged run has nothing to explain)."""

@@ -8,6 +8,7 @@ custom-scalars layout once, and gives each monitor tags of its own.
 
 from __future__ import annotations
 
+import statistics
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -82,6 +83,7 @@ class ProbeSession:
         self._last_plan: dict[str, int | None] | None = None
         self._logged_step: int | None = None
         self._total_steps: float = float("inf")
+        self._forward_seconds: list[float] = []  # the shared forward pass's last times (the parts' priors' unit)
         self._name_monitors()
 
     # -- identity ---------------------------------------------------------------------------------------------------
@@ -168,7 +170,10 @@ class ProbeSession:
             if monitor.every_n_steps is not None:
                 parts.append(Part(monitor.label, monitor.every_n_steps, monitor.cost("regular")))
             for name, every in monitor.expensive_parts().items():
-                parts.append(Part(f"{monitor.label}/{name}", every, monitor.cost(name), expensive=True))
+                cost = monitor.cost(name)
+                if cost is None and self._forward_seconds:  # not run yet: the monitor's prior, in forward passes
+                    cost = monitor.part_passes(name) * statistics.median(self._forward_seconds)
+                parts.append(Part(f"{monitor.label}/{name}", every, cost, expensive=True))
             cost = monitor.cost("regular")
             if cost is not None:
                 early_cost += cost * len([s for s in monitor.early_steps if s > step])
@@ -177,7 +182,8 @@ class ProbeSession:
 
     def due(self, step: int, final: bool = False) -> list[_Due]:
         """What runs at ``step`` by the monitors' cadences, stretched by the budget; skipped probes are counted.
-        The final probe runs whatever has not run at this step yet, expensive parts included."""
+        The final probe runs whatever has not run at this step yet, expensive parts included unless the budget
+        leaves them no room at all."""
         factors = self.plan(step)
         self._last_plan = factors
         due = []
@@ -196,7 +202,7 @@ class ProbeSession:
                 if step == 0 or (id(monitor), step, name) in self._steps_done or (not final and step % part_every):
                     continue
                 part_factor = factors.get(key, 1)
-                if final or (part_factor is not None and step % (part_every * part_factor) == 0):
+                if part_factor is not None and (final or step % (part_every * part_factor) == 0):
                     parts.append(name)
                 else:
                     self._skip(key, step)
@@ -270,7 +276,9 @@ class ProbeSession:
                     for entry in group:
                         entry.monitor._failed(error, step)
                     return
-                shared = (time.perf_counter() - start) / len(group)
+                self._forward_seconds.append(time.perf_counter() - start)
+                del self._forward_seconds[:-5]
+                shared = self._forward_seconds[-1] / len(group)
             for entry in group:
                 entry.monitor._run(pl_module, context, entry.regular, entry.parts, step, nonfinite, shared)
 

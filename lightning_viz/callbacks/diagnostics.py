@@ -251,6 +251,10 @@ class TrainingDiagnostics(ProbeMonitor):
         return {"shift_consistency": self.shift_every_n_steps}
 
     @override
+    def part_passes(self, name: str) -> float:
+        return 12.0  # 3 sizes x 4 directions
+
+    @override
     def compute_part(self, name: str, context: ProbeContext, step: int) -> ProbeLogs:
         """Shift consistency: 12 shifted copies of the probe in one forward pass, twelve times the probe's own."""
         if not bool(torch.isfinite(context.logits).all()):

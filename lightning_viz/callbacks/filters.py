@@ -102,6 +102,7 @@ class FilterMonitor(ProbeMonitor):
         self.activation_max = ActivationMaxConfig(steps=activation_max_steps, seed=self.seed)
         self.activation_max_every_n_steps = activation_max_every_n_steps
         self._previous_weight: tuple[int, Tensor] | None = None
+        self._activation_max_name: str | None = None  # activation_max_layer's name, known from fit start
 
     @override
     def _options(self) -> dict[str, Any]:
@@ -121,6 +122,8 @@ class FilterMonitor(ProbeMonitor):
                 resolve_layer(pl_module, layer)  # fail fast, with close matches
         if self.filter_layer is not None and not isinstance(resolve_layer(pl_module, self.filter_layer)[1], nn.Conv2d):
             raise ValueError(f"filter_layer {self.filter_layer!r} is not an nn.Conv2d")
+        if self.activation_max_layer is not None:
+            self._activation_max_name = resolve_layer(pl_module, self.activation_max_layer)[0]
 
     @override
     def _layer_specs(self) -> list[LayerSpec | None]:
@@ -136,7 +139,8 @@ class FilterMonitor(ProbeMonitor):
 
     @override
     def needs(self) -> Needs:
-        return Needs(layers=self.layer_names)
+        extra = [] if self._activation_max_name is None else [self._activation_max_name]
+        return Needs(layers=[*self.layer_names, *extra])
 
     @override
     def expensive_parts(self) -> dict[str, int]:
@@ -154,6 +158,11 @@ class FilterMonitor(ProbeMonitor):
             shown = act[: self.feature_map_images].float().cpu().clone()
             logs.images[f"activations/{layer}"] = self._feature_maps(shown, dead, probe, layer, step)
         return logs
+
+    @override
+    def part_passes(self, name: str) -> float:
+        # each optimisation step: a forward and a backward pass of one image per channel
+        return 3.0 * self.activation_max.steps * self.activation_max_channels / self.probe_size
 
     @override
     def compute_part(self, name: str, context: ProbeContext, step: int) -> ProbeLogs:

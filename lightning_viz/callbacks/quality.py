@@ -179,6 +179,12 @@ class ExplanationQualityMonitor(ProbeMonitor):
     def expensive_parts(self) -> dict[str, int]:
         return {"randomization_and_faithfulness": self.expensive_every_n_steps}
 
+    @override
+    def part_passes(self, name: str) -> float:
+        # per method: the re-initialised network's forward and backward pass, and 2 * steps - 1 perturbed copies
+        # whose imputation costs about as much again as their forward passes
+        return len(self.methods) * (3.0 + 2.0 * (2 * self.steps - 1))
+
     def _maps(self, context: ProbeContext, method: str, which: Any) -> Tensor:
         """The step's shared maps: Grad-CAM of the layer, or the class score projected to the pixels (per-pixel L1
         norm over colour channels)."""
