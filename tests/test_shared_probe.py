@@ -214,3 +214,16 @@ def test_the_probe_batch_is_shared_by_equal_content_after_a_resume() -> None:
     a = ProbeBatch(images, torch.arange(4))
     b = ProbeBatch.from_state_dict(a.state_dict())
     assert _same_probe(a, b) and not _same_probe(a, ProbeBatch(images + 1, torch.arange(4)))
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+@pytest.mark.parametrize("budget", [1e-6, None])
+def test_the_final_probe_runs_an_expensive_part_only_where_the_budget_has_room(tmp_path: Path, budget: Any) -> None:
+    monitor = FilterMonitor(every_n_steps=10, activation_max_every_n_steps=1000, activation_max_steps=2,
+                            activation_max_channels=1, budget=budget)  # fmt: skip
+    _, trainer = fit_classifier(tmp_path, [monitor], max_steps=60, limit_val_batches=0)
+    events = read_events(trainer.logger.log_dir)
+    assert [e.step for e in events.Images("filters/net.conv1")][-1] == 60  # the final probe's regular part
+    assert ("activation_max/net.conv3" in events.Tags()["images"]) == (budget is None)
+    if budget is None:
+        assert [e.step for e in events.Images("activation_max/net.conv3")] == [60]

@@ -170,20 +170,33 @@ class ProbeSession:
             if monitor.every_n_steps is not None:
                 parts.append(Part(monitor.label, monitor.every_n_steps, monitor.cost("regular")))
             for name, every in monitor.expensive_parts().items():
-                cost = monitor.cost(name)
-                if cost is None and self._forward_seconds:  # not run yet: the monitor's prior, in forward passes
-                    cost = monitor.part_passes(name) * statistics.median(self._forward_seconds)
-                parts.append(Part(f"{monitor.label}/{name}", every, cost, expensive=True))
+                parts.append(Part(f"{monitor.label}/{name}", every, self._part_cost(monitor, name), expensive=True))
             cost = monitor.cost("regular")
             if cost is not None:
                 early_cost += cost * len([s for s in monitor.early_steps if s > step])
         early = early_cost / self._total_steps if self._total_steps > step else 0.0
         return plan(parts, self.budget, self.step_seconds(step), early)
 
+    def _part_cost(self, monitor: ProbeMonitor, name: str) -> float | None:
+        """An expensive part's measured cost, or before it ran, the monitor's prior in forward passes of the probe."""
+        cost = monitor.cost(name)
+        if cost is None and self._forward_seconds:
+            cost = monitor.part_passes(name) * statistics.median(self._forward_seconds)
+        return cost
+
+    def _affordable(self, cost: float | None, step: int) -> bool:
+        """Whether the probes' time so far and ``cost`` stay within the budget of the fit's wall time so far (always,
+        during the warm-up, as for the cadences)."""
+        if self.budget is None or cost is None or self._fit_start is None or step - self._start_step < WARMUP_STEPS:
+            return True
+        writer = self.writer.seconds if self.writer is not None else 0.0
+        elapsed = time.perf_counter() - self._fit_start
+        return self._probe_seconds + writer + cost <= self.budget * elapsed
+
     def due(self, step: int, final: bool = False) -> list[_Due]:
         """What runs at ``step`` by the monitors' cadences, stretched by the budget; skipped probes are counted.
-        The final probe runs whatever has not run at this step yet, expensive parts included unless the budget
-        leaves them no room at all."""
+        The final probe runs whatever has not run at this step yet: the regular parts always, an expensive part
+        where what the probes have spent so far and its cost stay within the budget of the fit's time."""
         factors = self.plan(step)
         self._last_plan = factors
         due = []
@@ -202,7 +215,9 @@ class ProbeSession:
                 if step == 0 or (id(monitor), step, name) in self._steps_done or (not final and step % part_every):
                     continue
                 part_factor = factors.get(key, 1)
-                if part_factor is not None and (final or step % (part_every * part_factor) == 0):
+                if (final and self._affordable(self._part_cost(monitor, name), step)) or (
+                    not final and part_factor is not None and step % (part_every * part_factor) == 0
+                ):
                     parts.append(name)
                 else:
                     self._skip(key, step)
