@@ -261,7 +261,7 @@ class ProbeSession:
                 stretch = max((f for k, f in factors.items() if "/" not in k and f is not None), default=1)
                 scalars["viz/budget/stretch"] = float(stretch)
                 scalars["viz/budget/skipped"] = float(sum(self._skipped.values()))
-                scalars["viz/budget/share"] = self._share(step)
+                scalars["viz/budget/share"] = self._share()
             try:
                 self.writer.submit(Written(step, scalars=scalars))
                 self.writer.flush()
@@ -269,7 +269,7 @@ class ProbeSession:
                 self.monitors[0]._failed(error, step, "writing to TensorBoard")
             self._report_writer_errors()
 
-    def _share(self, step: int) -> float:
+    def _share(self) -> float:
         """The probes' share of the fit's wall time so far (the training thread's probe time and the writer's)."""
         if self._fit_start is None:
             return 0.0

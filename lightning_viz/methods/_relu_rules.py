@@ -104,11 +104,13 @@ class relu_rule(TorchFunctionMode):
     - ``"guided"``: guided backpropagation, the incoming signal rectified and masked by the forward pass
       (Springenberg et al. 2015, "Striving for Simplicity");
     - ``"gradient"``: the ordinary gradient.
+
+    A :class:`RuleSwitch` instead of a rule is read when each backward pass runs (see :class:`switchable_relu`).
     """
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, rule: Rule | RuleSwitch) -> None:
         super().__init__()
-        if rule not in RULES:
+        if not isinstance(rule, RuleSwitch) and rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         self.rule = rule
 
@@ -125,15 +127,7 @@ class switchable_relu(relu_rule):
     runs, so a graph recorded once can be differentiated under each rule in turn."""
 
     def __init__(self, switch: RuleSwitch) -> None:
-        super().__init__(switch.rule)
-        self.switch = switch
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        relu = _relu_call(func, args, kwargs)
-        if relu is not None and isinstance(relu[0], Tensor) and relu[0].requires_grad:
-            return _RuleReLU.apply(relu[0], self.switch, relu[1])
-        return func(*args, **kwargs)
+        super().__init__(switch)
 
 
 class linearized(TorchFunctionMode):
