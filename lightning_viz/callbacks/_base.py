@@ -156,7 +156,7 @@ class ProbeMonitor:
         budget: the share of training time all the monitors of the trainer may take together (0.05: 5 %); they
             measure their cost and space their probes (doubling the cadence) to keep it, logging what they skipped
             as ``viz/budget/*``; None for no limit. The smallest of the monitors' budgets applies (None only when
-            all are None). Step 0, the early steps and the final probe always run.
+            all are None). Step 0, the early steps and the final probe's regular parts always run.
 
     Raises:
         ValueError: for an argument out of range.
@@ -388,8 +388,11 @@ class ProbeMonitor:
         return step in self.early_steps or (self.every_n_steps is not None and step % self.every_n_steps == 0)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.every_n_epochs is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self.probe_now(trainer, pl_module)
+        """The epoch cadence: the last monitor runs every monitor due at this epoch's end in one probe step."""
+        if self._last_monitor() and self._probing(trainer):
+            session = self._get_session(trainer)
+            step = trainer.global_step
+            session.probe(trainer, pl_module, session.due_at_epoch_end(step, trainer.current_epoch), step)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """A final probe of every monitor (expensive parts included) unless it already probed this step."""
@@ -579,7 +582,7 @@ class ProbeMonitor:
             images={_tagged(tag, suffix): image for tag, image in logs.images.items()},
             scalars={_tagged(tag, suffix) if not tag.startswith("viz/") else tag: v for tag, v in logs.scalars.items()},
             texts={_tagged(tag, suffix): text for tag, text in logs.texts.items()},
-            timing=f"viz/render_ms/{self.label}" if logs.images else None,
+            timing=(f"viz/render_ms/{self.label}" + ("" if regular else "/parts")) if logs.images else None,
             done=(lambda seconds: self._record("render", seconds)) if regular else None,
         )
         try:

@@ -230,6 +230,17 @@ class ProbeSession:
                 due.append(_Due(monitor, regular, parts))
         return due
 
+    def due_at_epoch_end(self, step: int, epoch: int) -> list[_Due]:
+        """The monitors whose epoch cadence probes at the end of ``epoch`` (and have not probed at ``step``)."""
+        return [
+            _Due(monitor, regular=True)
+            for monitor in self.monitors
+            if monitor.every_n_epochs is not None
+            and (epoch + 1) % monitor.every_n_epochs == 0
+            and (id(monitor), step, "regular") not in self._steps_done
+            and monitor._last_step != step  # restored from a checkpoint saved after that probe
+        ]
+
     def _skip(self, key: str, step: int) -> None:
         if (key, step) not in self._skipped_at:
             self._skipped_at.add((key, step))

@@ -168,10 +168,7 @@ class FilterMonitor(ProbeMonitor):
     def compute_part(self, name: str, context: ProbeContext, step: int) -> ProbeLogs:
         model, probe = context.model, context.probe
         target = self._activation_max_target(model)
-        try:
-            act = context.activation(target)
-        except KeyError:  # a layer the shared pass did not capture
-            act = forward_until(model, probe.images.clone(), {target: resolve_layer(model, target)[1]})[target]
+        act = context.activation(target)  # captured by the shared pass (see needs)
         return ProbeLogs(images={f"activation_max/{target}": self._activation_max(model, probe, target, act, step)})
 
     @override
