@@ -1,81 +1,121 @@
 """Tensors to pictures: colormaps, overlays and captioned tile panels, as uint8 arrays TensorBoard shows as is.
 
-Tiles are resized in one batched call and pasted into one canvas; captions are drawn with Pillow in matplotlib's
-own DejaVu Sans. (Drawing 50 captions through a matplotlib figure took 0.5 s a panel; this takes a few ms.)
+Every function computes with numpy and Pillow only, and returns the kind it was given (a numpy array for a numpy
+array, a tensor for a tensor): panels are drawn on the writer thread, and a torch operation there would start a
+second OpenMP thread team beside the training thread's, which slowed every later training step by 10-20 % on two
+cores (``benchmarks/overhead.py``). Tiles are resized in one batched step and pasted into one canvas; captions are
+drawn with Pillow in matplotlib's own DejaVu Sans (drawing 50 captions through a matplotlib figure took 0.5 s a
+panel; this takes a few ms).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from matplotlib import colormaps, font_manager
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 __all__ = ["colorize", "grid", "overlay", "own_scale", "signed_display", "tile_panel"]
 
+Array = TypeVar("Array", Tensor, np.ndarray)
 
-def colorize(maps: Tensor, cmap: str = "jet") -> Tensor:
+
+def _numpy(values: Tensor | np.ndarray) -> np.ndarray:
+    """``values`` as a float32 numpy array (a view of a float32 CPU tensor, no torch kernel runs)."""
+    if isinstance(values, Tensor):
+        values = values.detach()
+        if values.device.type != "cpu" or values.dtype != torch.float32:
+            values = values.to("cpu", torch.float32)
+        values = values.numpy()
+    return np.asarray(values, dtype=np.float32)
+
+
+def _like(result: np.ndarray, given: Tensor | np.ndarray) -> Tensor | np.ndarray:
+    return torch.from_numpy(np.ascontiguousarray(result)) if isinstance(given, Tensor) else result
+
+
+def colorize(maps: Array, cmap: str = "jet") -> Array:
     """Map values in [0, 1] through a matplotlib colormap.
 
     Args:
-        maps: Tensor of shape (N, H, W), values in [0, 1].
+        maps: shape (N, H, W), values in [0, 1] (a tensor or a numpy array).
         cmap: a matplotlib colormap name.
 
     Returns:
-        Tensor of shape (N, 3, H, W), float32, values in [0, 1].
+        Shape (N, 3, H, W), float32, values in [0, 1], of the kind of ``maps``.
     """
-    if maps.dim() != 3:
+    if maps.ndim != 3:
         raise ValueError(f"maps must have shape (N, H, W), got {tuple(maps.shape)}")
     # matplotlib maps a float x to its 256-entry table at floor(256 x) (clipped): the same lookup, in one indexing
-    index = (maps.detach().float().clamp(0, 1).cpu() * 256).long().clamp(max=255)
-    return _lut(cmap)[index].permute(0, 3, 1, 2).contiguous()
+    index = np.clip(np.clip(_numpy(maps), 0, 1) * 256, 0, 255).astype(np.intp)
+    return _like(_lut(cmap)[index].transpose(0, 3, 1, 2), maps)  # type: ignore[return-value]
 
 
 @lru_cache(maxsize=8)
-def _lut(cmap: str) -> Tensor:
-    return torch.from_numpy(colormaps[cmap](np.arange(256))[:, :3]).float()
+def _lut(cmap: str) -> np.ndarray:
+    lut: np.ndarray = colormaps[cmap](np.arange(256))[:, :3].astype(np.float32)
+    return lut
 
 
-def overlay(images: Tensor, maps: Tensor, alpha: float = 0.5, cmap: str = "jet") -> Tensor:
+def overlay(images: Array, maps: Array, alpha: float = 0.5, cmap: str = "jet") -> Array:
     """Blend colorized maps over images: ``(1 - alpha) * image + alpha * colormap(map)``.
 
     Args:
-        images: Tensor of shape (N, 3, H, W) or (N, 1, H, W), values in [0, 1].
-        maps: Tensor of shape (N, H, W), values in [0, 1], at the images' resolution.
+        images: shape (N, 3, H, W) or (N, 1, H, W), values in [0, 1].
+        maps: shape (N, H, W), values in [0, 1], at the images' resolution.
         alpha: weight of the heatmap.
         cmap: a matplotlib colormap name.
 
     Returns:
-        Tensor of shape (N, 3, H, W), values in [0, 1].
+        Shape (N, 3, H, W), values in [0, 1], of the kind of ``images``.
     """
-    if images.dim() != 4 or images.shape[1] not in (1, 3) or images.shape[-2:] != maps.shape[-2:]:
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or tuple(images.shape[-2:]) != tuple(maps.shape[-2:]):
         raise ValueError(
             f"images (N, 3, H, W) and maps (N, H, W) must match, got {tuple(images.shape)}, {tuple(maps.shape)}"
         )
-    rgb = images.detach().float().cpu().expand(-1, 3, -1, -1)
-    return ((1 - alpha) * rgb + alpha * colorize(maps, cmap)).clamp(0, 1)
+    rgb = _numpy(images)
+    heat = _numpy(colorize(_numpy(maps), cmap))
+    return _like(np.clip((1 - alpha) * rgb + alpha * heat, 0, 1), images)  # type: ignore[return-value]
 
 
-def _to_tiles(images: Sequence[Tensor], size: int) -> np.ndarray:
+def _resize_axis(values: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Resize one axis as ``torch.nn.functional.interpolate`` does: nearest (source ``floor(i * n / size)``)
+    when enlarging, area averaging (adaptive average pooling's windows) when shrinking."""
+    n = values.shape[axis]
+    if size == n:
+        return values
+    if size > n:
+        taken: np.ndarray = np.take(values, np.minimum((np.arange(size) * n) // size, n - 1), axis=axis)
+        return taken
+    start = (np.arange(size) * n) // size
+    end = -((-(np.arange(1, size + 1)) * n) // size)  # ceil((i + 1) * n / size)
+    moved = np.moveaxis(values, axis, 0)
+    sums = np.concatenate([np.zeros_like(moved[:1]), np.cumsum(moved, axis=0, dtype=np.float64)])
+    shape = (-1,) + (1,) * (moved.ndim - 1)
+    pooled = (sums[end] - sums[start]) / (end - start).reshape(shape)
+    return np.moveaxis(pooled.astype(np.float32), 0, axis)
+
+
+def _to_tiles(images: Sequence[Tensor | np.ndarray], size: int) -> np.ndarray:
     """Tiles (C, H, W) in [0, 1] -> (T, size * H / W, size, 3) uint8 in one batched resize: nearest when
     enlarging, so pixels stay visible, area averaging when shrinking."""
     shapes = {tuple(t.shape[-2:]) for t in images}
-    if len(shapes) != 1 or any(t.dim() != 3 or t.shape[0] not in (1, 3) for t in images):
+    if len(shapes) != 1 or any(t.ndim != 3 or t.shape[0] not in (1, 3) for t in images):
         raise ValueError(f"tiles must all have shape (3, H, W) or (1, H, W) with one H, W; got {sorted(shapes)}")
-    batch = torch.stack([t.detach().float().cpu().expand(3, -1, -1) for t in images])
+    batch = np.stack([np.broadcast_to(_numpy(t), (3, *t.shape[-2:])) for t in images])
     h, w = batch.shape[-2:]
-    mode = "nearest" if size >= w else "area"
-    batch = F.interpolate(batch, size=(max(1, round(size * h / w)), size), mode=mode)
-    return (batch.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    batch = _resize_axis(_resize_axis(batch, max(1, round(size * h / w)), 2), size, 3)
+    tiles: np.ndarray = (np.clip(batch, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
+    return tiles
 
 
 def tile_panel(
-    cells: Sequence[Sequence[Tensor]],
+    cells: Sequence[Sequence[Tensor | np.ndarray]],
     captions: Sequence[Sequence[str]],
     columns: int | None = None,
     tile_size: int = 128,
@@ -88,8 +128,8 @@ def tile_panel(
     overlay); cells are placed ``columns`` to a row, with wider gaps between cells than between tiles.
 
     Args:
-        cells: per cell, its tiles, each Tensor of shape (3, H, W) or (1, H, W) with values in [0, 1]; all tiles
-            share one aspect ratio.
+        cells: per cell, its tiles, each of shape (3, H, W) or (1, H, W) (tensors or numpy arrays) with values in
+            [0, 1]; all tiles share one aspect ratio.
         captions: per cell, one caption per tile (may contain one newline).
         columns: cells per row; None: as many as fit in ``max_width``.
         tile_size: displayed tile width in pixels.
@@ -141,56 +181,57 @@ def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size)
 
 
-def signed_display(values: Tensor, scale: float | Tensor) -> Tensor:
+def signed_display(values: Array, scale: float | Array) -> Array:
     """Map signed values to [0, 1] with zero at mid-grey: ``0.5 + values / (2 * scale)``, clamped. Exactly
     invertible inside the range: ``values = (display - 0.5) * 2 * scale``."""
-    return (0.5 + values / (2 * scale)).clamp(0, 1)
+    return (0.5 + values / (2 * scale)).clip(0, 1)
 
 
-def own_scale(values: Tensor) -> Tensor:
+def own_scale(values: Array) -> Array:
     """Min-max scale each item of a batch (N, ...) to [0, 1] on its own; a constant item becomes mid-grey."""
-    flat = values.flatten(1)
-    low, high = flat.min(dim=1).values, flat.max(dim=1).values
-    shape = (-1,) + (1,) * (values.dim() - 1)
-    span = (high - low).view(shape)
-    scaled = (values - low.view(shape)) / span.clamp_min(1e-12)
-    return torch.where(span > 0, scaled, torch.full_like(values, 0.5))
+    flat = _numpy(values).reshape(len(values), -1)
+    low, high = flat.min(axis=1), flat.max(axis=1)
+    shape = (-1,) + (1,) * (values.ndim - 1)
+    span = (high - low).reshape(shape)
+    scaled = (_numpy(values) - low.reshape(shape)) / np.maximum(span, 1e-12)
+    return _like(np.where(span > 0, scaled, np.float32(0.5)).astype(np.float32), values)  # type: ignore[return-value]
 
 
 def grid(
-    tiles: Tensor,
+    tiles: Array,
     columns: int,
     zoom: int = 1,
     gap: int = 1,
-    marked: Tensor | None = None,
+    marked: Tensor | np.ndarray | None = None,
     background: float = 1.0,
-) -> Tensor:
+) -> Array:
     """Arrange tiles in a grid, each enlarged ``zoom`` times (nearest), ``gap`` pixels apart; marked tiles get a
     red frame in their gap.
 
     Args:
-        tiles: Tensor of shape (T, C, h, w) with C in (1, 3), values in [0, 1].
+        tiles: shape (T, C, h, w) with C in (1, 3), values in [0, 1].
         columns: tiles per row.
         zoom: integer enlargement of each tile.
         gap: pixels between tiles (and the width of a mark's frame).
-        marked: optional bool Tensor of shape (T,): tiles to frame in red.
+        marked: optional bool array of shape (T,): tiles to frame in red.
         background: grey level of the gaps.
 
     Returns:
-        Tensor of shape (3, H, W), values in [0, 1].
+        Shape (3, H, W), values in [0, 1], of the kind of ``tiles``.
     """
-    if tiles.dim() != 4 or tiles.shape[1] not in (1, 3):
+    if tiles.ndim != 4 or tiles.shape[1] not in (1, 3):
         raise ValueError(f"tiles must have shape (T, 1 or 3, h, w), got {tuple(tiles.shape)}")
     t, _, h, w = tiles.shape
-    tiles = tiles.detach().float().cpu().expand(-1, 3, -1, -1).repeat_interleave(zoom, 2).repeat_interleave(zoom, 3)
+    values = np.broadcast_to(_numpy(tiles), (t, 3, h, w)).repeat(zoom, axis=2).repeat(zoom, axis=3)
     h, w = h * zoom, w * zoom
     columns = max(1, min(columns, t))
     rows = -(-t // columns)
-    canvas = torch.full((3, rows * (h + gap) + gap, columns * (w + gap) + gap), background)
-    red = torch.tensor([0.9, 0.1, 0.1])[:, None, None]
+    canvas = np.full((3, rows * (h + gap) + gap, columns * (w + gap) + gap), background, dtype=np.float32)
+    red = np.array([0.9, 0.1, 0.1], dtype=np.float32)[:, None, None]
+    flags = None if marked is None else np.asarray(marked.numpy() if isinstance(marked, Tensor) else marked)
     for i in range(t):
         y, x = gap + (i // columns) * (h + gap), gap + (i % columns) * (w + gap)
-        if marked is not None and bool(marked[i]):
+        if flags is not None and bool(flags[i]):
             canvas[:, y - gap : y + h + gap, x - gap : x + w + gap] = red
-        canvas[:, y : y + h, x : x + w] = tiles[i]
-    return canvas
+        canvas[:, y : y + h, x : x + w] = values[i]
+    return _like(canvas, tiles)  # type: ignore[return-value]

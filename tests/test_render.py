@@ -3,9 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from matplotlib import colormaps
 
-from lightning_viz.render import colorize, overlay, tile_panel
+from lightning_viz.render import _to_tiles, colorize, grid, overlay, tile_panel
 
 
 def test_colorize_uses_the_matplotlib_colormap() -> None:
@@ -41,3 +42,25 @@ def test_tile_panel_rejects_mismatched_tiles() -> None:
         tile_panel([[torch.zeros(3, 8, 8), torch.zeros(3, 4, 8)]], [["a", "b"]])
     with pytest.raises(ValueError, match="need one caption list per cell, got 1 cells and 2 caption lists"):
         tile_panel([[torch.zeros(3, 8, 8)]], [["a"], ["b"]])
+
+
+@pytest.mark.parametrize(("size", "shape"), [(20, (8, 8)), (24, (64, 64)), (48, (30, 45)), (7, (9, 12))])
+def test_tiles_are_resized_as_torch_interpolates(size: int, shape: tuple[int, int]) -> None:
+    """Nearest when enlarging, area averaging when shrinking: torch's answer, computed with numpy (the panels are
+    drawn off the training thread, where no torch operation runs)."""
+    tiles = torch.rand(3, 3, *shape)
+    height = max(1, round(size * shape[0] / shape[1]))
+    mode = "nearest" if size >= shape[1] else "area"
+    expected = F.interpolate(tiles, size=(height, size), mode=mode)
+    expected = (expected.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    got = _to_tiles(list(tiles.numpy()), size)
+    assert got.shape == expected.shape
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # float rounding of the averages
+
+
+def test_numpy_in_numpy_out() -> None:
+    maps, images = np.random.rand(2, 5, 5).astype(np.float32), np.random.rand(2, 3, 5, 5).astype(np.float32)
+    assert isinstance(overlay(images, maps), np.ndarray)
+    np.testing.assert_allclose(overlay(images, maps), overlay(torch.from_numpy(images), torch.from_numpy(maps)).numpy())
+    assert isinstance(grid(images, columns=2), np.ndarray)
+    assert isinstance(grid(torch.from_numpy(images), columns=2), torch.Tensor)

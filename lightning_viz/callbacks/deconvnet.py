@@ -141,11 +141,12 @@ class DeconvNetMonitor(ProbeMonitor):
                title: str) -> Any:  # fmt: skip
         """The panel, drawn later on the writer thread (every input is a fresh CPU tensor or a list)."""
 
+        shown, seen = _display(current).numpy(), patches.numpy()  # the writer thread runs no torch operation
+
         def render() -> Any:
-            shown = _display(current)
             cells, captions = [], []
             for i, (n, c, y, x) in enumerate(units):
-                cells.append([shown[i], patches[i]])
+                cells.append([shown[i], seen[i]])
                 captions.append([f"ch {c}, image {n}\nact {values[i]:.2f}", f"at ({y}, {x})\nfield {size}px"])
             return tile_panel(cells, captions, self.columns, tile_size=112, title=title)
 

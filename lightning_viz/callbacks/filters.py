@@ -186,34 +186,38 @@ class FilterMonitor(ProbeMonitor):
         previous = self._previous_weight
         self._previous_weight = (step, weight)
 
+        # the displays are computed here; the writer thread draws from numpy arrays and runs no torch operation
+        tiles = filter_tiles(weight)
+        scale = float(weight.abs().max().clamp_min(1e-12))
+        change = torch.zeros_like(weight) if previous is None else (weight - previous[1]).abs()
+        shown = [
+            own_scale(tiles).numpy(),
+            signed_display(tiles, scale).numpy(),
+            (filter_tiles(change) / scale).clamp(0, 1).numpy(),
+        ]
+        since = "no previous probe" if previous is None else f"since step {previous[0]}"
+        out, k = weight.shape[0], weight.shape[-1]
+        per_filter = 1 if weight.shape[1] == 3 else weight.shape[1]  # a filter's tiles stay on one row
+        if per_filter <= 8:
+            columns = per_filter * max(1, math.ceil(math.sqrt(out) / per_filter))
+        else:
+            columns = math.ceil(math.sqrt(len(tiles)))
+        zoom = max(1, 48 // k)
+        rms = weight.flatten(1).pow(2).mean(dim=1).sqrt()
+        relative = float(change.norm() / weight.norm().clamp_min(1e-12))
+        captions = [
+            [
+                f"each filter on its own scale\n{out} filters {k}x{k}",
+                f"one scale, zero = grey: max |w| {scale:.3g}\nRMS median {float(rms.median()):.3g}, "
+                f"max {float(rms.max()):.3g}",
+                f"|W - W_prev| {since}, same scale\nrelative change {relative:.3g}",
+            ]
+        ]
+        title = f"Filters of {name}, step {step}"
+
         def render() -> Any:
-            tiles = filter_tiles(weight)
-            scale = float(weight.abs().max().clamp_min(1e-12))
-            change = torch.zeros_like(weight) if previous is None else (weight - previous[1]).abs()
-            since = "no previous probe" if previous is None else f"since step {previous[0]}"
-            out, k = weight.shape[0], weight.shape[-1]
-            per_filter = 1 if weight.shape[1] == 3 else weight.shape[1]  # a filter's tiles stay on one row
-            if per_filter <= 8:
-                columns = per_filter * max(1, math.ceil(math.sqrt(out) / per_filter))
-            else:
-                columns = math.ceil(math.sqrt(len(tiles)))
-            zoom = max(1, 48 // k)
-            grids = [
-                grid(own_scale(tiles), columns, zoom),
-                grid(signed_display(tiles, scale), columns, zoom),
-                grid((filter_tiles(change) / scale).clamp(0, 1), columns, zoom, background=0.5),
-            ]
-            rms = weight.flatten(1).pow(2).mean(dim=1).sqrt()
-            relative = float(change.norm() / weight.norm().clamp_min(1e-12))
-            captions = [
-                [
-                    f"each filter on its own scale\n{out} filters {k}x{k}",
-                    f"one scale, zero = grey: max |w| {scale:.3g}\nRMS median {float(rms.median()):.3g}, "
-                    f"max {float(rms.max()):.3g}",
-                    f"|W - W_prev| {since}, same scale\nrelative change {relative:.3g}",
-                ]
-            ]
-            title = f"Filters of {name}, step {step}"
+            backgrounds = (1.0, 1.0, 0.5)
+            grids = [grid(tile, columns, zoom, background=b) for tile, b in zip(shown, backgrounds, strict=True)]
             return tile_panel([grids], captions, columns=1, tile_size=grids[0].shape[-1], title=title)
 
         return render
@@ -228,10 +232,13 @@ class FilterMonitor(ProbeMonitor):
             captions.append(f"probe image {i}{label}\n{c} channels, {int(dead.sum())} dead on the whole probe (red)")
         title = f"Feature maps of {layer}, step {step}"
 
+        scaled = [_channel_scale(act[i])[:, None].numpy() for i in range(count)]  # the writer runs no torch
+        marked = dead.cpu().numpy()
+
         def render() -> Any:
             columns = math.ceil(math.sqrt(c))
             zoom = max(1, 400 // (columns * w))  # about 400 px per image, whatever the map size
-            grids = [grid(_channel_scale(act[i])[:, None], columns, zoom, marked=dead) for i in range(count)]
+            grids = [grid(maps, columns, zoom, marked=marked) for maps in scaled]
             return tile_panel([grids], [captions], columns=1, tile_size=grids[0].shape[-1], title=title)
 
         return render
@@ -252,7 +259,7 @@ class FilterMonitor(ProbeMonitor):
             reached = forward_until(model, optimised.clone(), {layer: resolve_layer(model, layer)[1]})[layer]
         reached = reached[torch.arange(len(channels)), channels.to(reached.device)].flatten(1).mean(dim=1).cpu()
         on_probe = act[:, channels.to(act.device)].mean(dim=(2, 3)).amax(dim=0).cpu()
-        shown = ProbeBatch(optimised.float().cpu(), mean=probe.mean, std=probe.std).display_images()
+        shown = ProbeBatch(optimised.float().cpu(), mean=probe.mean, std=probe.std).display_images().numpy()
         cells = [[shown[i]] for i in range(len(channels))]
         captions = [
             [f"ch {int(ch)}: mean act {float(reached[i]):.2f}\nbest probe image {float(on_probe[i]):.2f}"]

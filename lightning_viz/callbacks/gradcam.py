@@ -101,11 +101,13 @@ class GradCAMMonitor(ProbeMonitor):
         return logs
 
     def _panel(self, images: Tensor, maps: list[Tensor], captions: list[list[str]], title: str) -> Any:
-        """The panel, drawn later on the writer thread (every input is a fresh CPU tensor)."""
+        """The panel, drawn later on the writer thread from numpy copies (every input is a fresh CPU tensor)."""
+
+        shown, heat = images.numpy(), [m.numpy() for m in maps]  # the writer thread runs no torch operation
 
         def render() -> Any:
-            overlays = [overlay(images, m, self.alpha, self.cmap) for m in maps]
-            cells = [[images[i], *(o[i] for o in overlays)] for i in range(len(images))]
+            overlays = [overlay(shown, m, self.alpha, self.cmap) for m in heat]
+            cells = [[shown[i], *(o[i] for o in overlays)] for i in range(len(shown))]
             return tile_panel(cells, captions, self.columns, title=title)
 
         return render
