@@ -67,10 +67,12 @@ def test_one_forward_pass_of_the_probe_per_step_with_all_five_monitors(tmp_path:
         inputs = counter.inputs[step]
         on_probe = [x for x in inputs if x.shape == probe.images.shape and torch.equal(x, probe.images)]
         assert len(on_probe) == 1, (step, len(on_probe), len(inputs))
-    # a regular step: the shared pass, and one pass of unit images for the projections DeconvNetMonitor shows and
-    # TrainingDiagnostics measures (receptive-field traces run on zeros and are left out)
+    # a regular step: the shared pass, and one pass of unit images per layer for the projections DeconvNetMonitor
+    # shows and TrainingDiagnostics measures, shared (receptive-field traces run on zeros and are left out)
+    layers = len(monitors[1].layer_names)
+    assert layers > 1
     for step in (5, 10):
-        assert len([x for x in counter.inputs[step] if x.abs().sum() > 0]) == 2, step
+        assert len([x for x in counter.inputs[step] if x.abs().sum() > 0]) == 1 + layers, step
 
 
 def _scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:

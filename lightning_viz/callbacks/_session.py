@@ -257,7 +257,10 @@ class ProbeSession:
                 self._steps_done.add((id(entry.monitor), step, part))
         start = time.perf_counter()
         nonfinite = nonfinite_parameters(pl_module)
-        with isolated(pl_module):
+        with ExitStack() as stack:
+            if self.writer is not None:
+                stack.enter_context(self.writer.held())
+            stack.enter_context(isolated(pl_module))
             for group in _groups(due):
                 self._probe_group(pl_module, group, step, nonfinite)
         spent = time.perf_counter() - start

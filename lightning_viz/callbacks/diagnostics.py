@@ -285,9 +285,11 @@ class TrainingDiagnostics(ProbeMonitor):
             return self.compute_nonfinite(model, step, [])
 
         weight = first.weight.detach().float().cpu()
-        for band, share in zip(("low", "mid", "high"), band_energies(weight).mean(dim=0).tolist(), strict=True):
+        energies = band_energies(weight)
+        for band, share in zip(("low", "mid", "high"), energies.mean(dim=0).tolist(), strict=True):
             put(f"diagnostics/band_{band}/{tag}", share)
-        for band, share in zip(("low", "mid", "high"), dominant_band_shares(weight).tolist(), strict=True):
+        dominant = dominant_band_shares(weight, energies=energies)
+        for band, share in zip(("low", "mid", "high"), dominant.tolist(), strict=True):
             put(f"diagnostics/dominant_{band}/{tag}", share)
         if weight.shape[-1] == weight.shape[-2] and weight.shape[-1] > 1:
             put(f"diagnostics/smoothness/{tag}", float(smoothness_index(weight).mean()))

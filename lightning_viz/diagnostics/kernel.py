@@ -73,11 +73,12 @@ def band_energies(weight: Tensor, size: int = 64) -> Tensor:
     return torch.where(total > 0, energies / total.clamp_min(1e-300), torch.zeros_like(energies))
 
 
-def dominant_band_shares(weight: Tensor, size: int = 64) -> Tensor:
+def dominant_band_shares(weight: Tensor, size: int = 64, energies: Tensor | None = None) -> Tensor:
     """Fraction of filters whose largest band (of :func:`band_energies`) is low, mid and high: Tensor of shape (3,).
 
-    ZF's symptom of a too-large first-layer kernel and stride is many low and many high filters, few mid ones."""
-    dominant = band_energies(weight, size).argmax(dim=1)
+    ZF's symptom of a too-large first-layer kernel and stride is many low and many high filters, few mid ones.
+    ``energies``: ``band_energies(weight, size)`` when already computed."""
+    dominant = (band_energies(weight, size) if energies is None else energies).argmax(dim=1)
     return torch.bincount(dominant, minlength=3).double() / len(dominant)
 
 

@@ -14,14 +14,24 @@ __all__ = ["rank_correlation"]
 
 
 def _average_ranks(x: Tensor) -> Tensor:
-    """Ranks along the last dimension, ties given their average rank (as scipy.stats.rankdata)."""
+    """Ranks along the last dimension of a 2-D tensor, ties given their average rank (as scipy.stats.rankdata),
+    all rows at once."""
+    rows, n = x.shape
     order = x.argsort(dim=-1)
     sorted_x = x.gather(-1, order)
-    ranks_sorted = torch.empty(x.shape, dtype=torch.float64, device=x.device)
-    for row in range(x.shape[0]):  # a handful of rows per probe
-        _, inverse, counts = torch.unique_consecutive(sorted_x[row], return_inverse=True, return_counts=True)
-        last = counts.cumsum(0).double()  # 1-based rank of each run's last element
-        ranks_sorted[row] = (last - (counts.double() - 1) / 2)[inverse]
+    if n == 0:
+        return torch.empty(x.shape, dtype=torch.float64, device=x.device)
+    # a run of ties starts where a sorted value differs from the one before it; runs are numbered row by row
+    starts = torch.ones(x.shape, dtype=torch.bool, device=x.device)
+    starts[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
+    run = starts.flatten().cumsum(0) - 1  # run id of each element over the flattened rows
+    runs = int(run[-1]) + 1
+    position = torch.arange(1, n + 1, dtype=torch.float64, device=x.device).repeat(rows)  # 1-based ranks
+    first = torch.full((runs,), float(n + 1), dtype=torch.float64, device=x.device).scatter_reduce(
+        0, run, position, reduce="amin"
+    )
+    last = torch.zeros(runs, dtype=torch.float64, device=x.device).scatter_reduce(0, run, position, reduce="amax")
+    ranks_sorted = ((first + last) / 2)[run].view(rows, n)
     ranks = torch.empty_like(ranks_sorted)
     ranks.scatter_(-1, order, ranks_sorted)
     return ranks

@@ -74,7 +74,8 @@ def alias_fractions(conv: nn.Conv2d, images: Tensor, weights: Sequence[Tensor | 
         padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
         response = F.conv2d(images.to(stacked.dtype), stacked, None, 1, padding, conv.dilation, groups).float()
         response = response - response.mean(dim=(2, 3), keepdim=True)
-        power = torch.fft.rfft2(response).abs().pow(2).double()
+        coefficients = torch.fft.rfft2(response)
+        power = coefficients.real.square() + coefficients.imag.square()  # |X|^2 without a square root
     h, w_ = response.shape[-2:]
     fy = torch.fft.fftfreq(h, dtype=torch.float64, device=power.device).abs()
     fx = torch.fft.rfftfreq(w_, dtype=torch.float64, device=power.device)
@@ -87,7 +88,7 @@ def alias_fractions(conv: nn.Conv2d, images: Tensor, weights: Sequence[Tensor | 
         twice[-1] = 1.0
     fractions = []
     for part in torch.split(power, conv.out_channels, dim=1):
-        spectrum = part.sum(dim=(0, 1)) * twice
+        spectrum = part.sum(dim=(0, 1)).double() * twice
         total = spectrum.sum()
         fractions.append(float(spectrum[beyond].sum() / total) if total > 0 else float("nan"))
     return fractions

@@ -186,11 +186,12 @@ class ProbeContext:
     def project(self, layer: str, units: Tensor, rule: Rule = "deconvnet") -> Tensor:
         """Projections of single units of ``layer`` to the pixels, one per row of ``units`` (image, channel, y, x),
         Tensor of shape (M, C, H, W). Units already projected at this step under ``rule`` are reused; the others go
-        through one forward and one backward pass of one image each."""
+        through one forward (up to ``layer``) and one backward pass, one image each."""
         return self.project_many({layer: units}, rule)[layer]
 
     def project_many(self, units: dict[str, Tensor], rule: Rule = "deconvnet") -> dict[str, Tensor]:
-        """:meth:`project` for several layers, all missing units in one pass."""
+        """:meth:`project` for several layers: the missing units of each layer in one pass, which stops at that
+        layer (one pass up to the deepest layer for all of them cost half as much again on a three-stage net)."""
         keys = {
             layer: [(layer, rule, tuple(int(v) for v in row)) for row in index.tolist()]
             for layer, index in units.items()
@@ -198,16 +199,15 @@ class ProbeContext:
         missing = list(
             dict.fromkeys(key for layer_keys in keys.values() for key in layer_keys if key not in self._projections)
         )
-        if missing:
-            rows: dict[str, tuple[list[int], list[list[int]]]] = {}
-            for i, (layer, _, (_, c, y, x)) in enumerate(missing):
-                rows.setdefault(layer, ([], []))
-                rows[layer][0].append(i)
-                rows[layer][1].append([c, y, x])
-            images = self.images[torch.tensor([n for _, _, (n, *_) in missing], device=self.images.device)]
-            plan = {layer: (torch.tensor(r), torch.tensor(cyx, dtype=torch.long)) for layer, (r, cyx) in rows.items()}
+        by_layer: dict[str, list[tuple[str, Rule, tuple[int, ...]]]] = {}
+        for key in missing:
+            by_layer.setdefault(key[0], []).append(key)
+        for layer, layer_keys in by_layer.items():  # a pass per layer: each stops at its own layer
+            images = self.images[torch.tensor([n for _, _, (n, *_) in layer_keys], device=self.images.device)]
+            cyx = torch.tensor([[c, y, x] for _, _, (_, c, y, x) in layer_keys], dtype=torch.long)
+            plan = {layer: (torch.arange(len(layer_keys)), cyx)}
             projected = project_units(self.model, images, plan, rule).float().cpu()
-            for i, key in enumerate(missing):
+            for i, key in enumerate(layer_keys):
                 self._projections[key] = projected[i]
             self.unit_passes += 1
         return {
