@@ -271,8 +271,8 @@ class ProbeMonitor:
         return type(self).__name__ + self.tag_suffix
 
     def cost(self, part: str = "regular") -> float | None:
-        """The median measured seconds of a part over its last runs (for the regular part, with the drawing and
-        writing its results took on the writer thread); None before it ran."""
+        """The median measured seconds of a part over its last runs (for the regular part, with the CPU time that
+        drawing and writing its results took on the writer thread); None before it ran."""
         runs = self._costs.get(part)
         if not runs:
             return None

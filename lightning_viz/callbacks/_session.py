@@ -153,15 +153,18 @@ class ProbeSession:
 
     # -- scheduling -------------------------------------------------------------------------------------------------
 
+    def _spent(self) -> float:
+        """The suite's cost so far: the probes' time on the training thread and the writer's CPU time (where training
+        keeps every core busy, as on a CPU, the writer's work costs it about that much wall time)."""
+        return self._probe_seconds + (self.writer.seconds if self.writer is not None else 0.0)
+
     def step_seconds(self, step: int) -> float | None:
         """Wall time of a training step without the probes, measured since the fit started; None for the first
         :data:`WARMUP_STEPS` steps, whose times include warm-up (loader workers, kernel selection), so the budget
         spaces nothing before it has a measure it can trust."""
         if self._fit_start is None or step - self._start_step < WARMUP_STEPS:
             return None
-        writer = self.writer.seconds if self.writer is not None else 0.0
-        spent = self._probe_seconds + writer
-        return max(0.0, time.perf_counter() - self._fit_start - spent) / (step - self._start_step)
+        return max(0.0, time.perf_counter() - self._fit_start - self._spent()) / (step - self._start_step)
 
     def plan(self, step: int) -> dict[str, int | None]:
         parts: list[Part] = []
@@ -189,9 +192,8 @@ class ProbeSession:
         during the warm-up, as for the cadences)."""
         if self.budget is None or cost is None or self._fit_start is None or step - self._start_step < WARMUP_STEPS:
             return True
-        writer = self.writer.seconds if self.writer is not None else 0.0
         elapsed = time.perf_counter() - self._fit_start
-        return self._probe_seconds + writer + cost <= self.budget * elapsed
+        return self._spent() + cost <= self.budget * elapsed
 
     def due(self, step: int, final: bool = False) -> list[_Due]:
         """What runs at ``step`` by the monitors' cadences, stretched by the budget; skipped probes are counted.
@@ -284,12 +286,11 @@ class ProbeSession:
             self._report_writer_errors()
 
     def _share(self) -> float:
-        """The probes' share of the fit's wall time so far (the training thread's probe time and the writer's)."""
+        """The suite's share of the fit's wall time so far (see :meth:`_spent`)."""
         if self._fit_start is None:
             return 0.0
         elapsed = time.perf_counter() - self._fit_start
-        writer = self.writer.seconds if self.writer is not None else 0.0
-        return (self._probe_seconds + writer) / elapsed if elapsed > 0 else 0.0
+        return self._spent() / elapsed if elapsed > 0 else 0.0
 
     def _probe_group(self, pl_module: nn.Module, group: list[_Due], step: int, nonfinite: list[str]) -> None:
         first = group[0].monitor
