@@ -4,6 +4,7 @@ tags of their own, a writer thread, a budget, and state that survives a resume."
 from __future__ import annotations
 
 import random
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from pytorch_lightning import Callback, Trainer, seed_everything
 from pytorch_lightning.callbacks import ModelCheckpoint
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as python_masked_crc32c
 from torch.overrides import TorchFunctionMode
+from torch.utils.tensorboard import SummaryWriter
 
 from lightning_viz import (
     DeconvNetMonitor,
@@ -24,7 +26,7 @@ from lightning_viz import (
     ProbeBatch,
     TrainingDiagnostics,
 )
-from lightning_viz.callbacks._writer import BackgroundWriter, masked_crc32c
+from lightning_viz.callbacks._writer import BackgroundWriter, Written, masked_crc32c
 from lightning_viz.probing.schedule import MAX_STRETCH, Part, plan, stretch
 
 
@@ -205,6 +207,26 @@ def test_the_writer_thread_runs_no_torch_operation(tmp_path: Path, monkeypatch: 
     images = read_events(trainer.logger.log_dir).Tags()["images"]
     assert {t.split("/")[0] for t in images} >= {"gradcam", "deconvnet", "filters", "activations", "activation_max"}
     assert calls == []
+
+
+def test_a_held_writer_waits_for_the_probe_and_a_full_queue_releases_it(tmp_path: Path) -> None:
+    """While the training thread probes the writer starts nothing; a probe that fills the queue opens it rather
+    than waiting on a worker that waits on the probe."""
+    summary = SummaryWriter(str(tmp_path))
+    writer = BackgroundWriter(summary, max_queue=2)
+    try:
+        with writer.held():
+            writer.submit(Written(1, scalars={"a": 1.0}))
+            time.sleep(0.2)
+            assert writer.seconds == 0.0, "the worker wrote while held"
+            for step in range(2, 7):  # more than the queue holds: no deadlock
+                writer.submit(Written(step, scalars={"a": float(step)}))
+        writer.drain()
+        assert writer.waits > 0
+    finally:
+        writer.close()
+        summary.close()
+    assert [e.step for e in read_events(str(tmp_path)).Scalars("a")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_the_native_crc32c_is_tensorboards_checksum() -> None:
