@@ -7,8 +7,7 @@ when it is full the training thread waits, and the waits are counted (``viz/writ
 
 The worker keeps out of training's way on a CPU: it runs no torch operation (panels are drawn with numpy and
 Pillow: a torch operation on a second thread starts a second OpenMP thread team, which slowed every later training
-step by 10-20 % on two cores), it starts nothing while the training thread probes (:meth:`BackgroundWriter.held`),
-and it runs at the lowest priority, in the cores' idle moments.
+step by 10-20 % on two cores), and it starts nothing while the training thread probes (:meth:`BackgroundWriter.held`).
 
 TensorBoard's own event writer computes the CRC32C of every record in pure Python, byte by byte (about 0.2 s per
 MB); :func:`use_native_crc32c` swaps in ``google-crc32c``'s native implementation, which gives the same bytes.
@@ -17,12 +16,11 @@ MB); :func:`use_native_crc32c` swaps in ``google-crc32c``'s native implementatio
 from __future__ import annotations
 
 import io
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,10 +135,6 @@ class BackgroundWriter:
             self._open.set()
 
     def _work(self) -> None:
-        # the lowest priority: the panels are drawn in the cores' idle moments rather than in the training
-        # step's (Linux gives a thread its own nice value; elsewhere the worker keeps the process's)
-        with suppress(AttributeError, OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         while True:
             item = self._queue.get()
             self._open.wait()
@@ -159,7 +153,7 @@ class BackgroundWriter:
 
     def _write(self, item: Written) -> None:
         """Scalars and text first, then each image on its own: a panel that fails to draw loses only itself."""
-        start = time.thread_time()  # CPU time: a low-priority thread's wall time counts others' work too
+        start = time.thread_time()  # CPU time: the thread's wall time counts the training thread's work too
         try:
             self._write_items(item, start)
         finally:
