@@ -101,7 +101,7 @@ class GradCAMMonitor(ProbeMonitor):
         return logs
 
     def _panel(self, images: Tensor, maps: list[Tensor], captions: list[list[str]], title: str) -> Any:
-        """The panel, drawn later on the writer thread from numpy copies (every input is a fresh CPU tensor)."""
+        """The panel, drawn later on the writer thread from numpy views of CPU tensors nothing modifies."""
 
         shown, heat = images.numpy(), [m.numpy() for m in maps]  # the writer thread runs no torch operation
 

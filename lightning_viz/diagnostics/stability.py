@@ -21,17 +21,15 @@ def _average_ranks(x: Tensor) -> Tensor:
     sorted_x = x.gather(-1, order)
     if n == 0:
         return torch.empty(x.shape, dtype=torch.float64, device=x.device)
-    # a run of ties starts where a sorted value differs from the one before it; runs are numbered row by row
+    # a run of ties starts where a sorted value differs from the one before it and ends before the next start;
+    # its members share the mean of its first and last 1-based positions
     starts = torch.ones(x.shape, dtype=torch.bool, device=x.device)
     starts[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
-    run = starts.flatten().cumsum(0) - 1  # run id of each element over the flattened rows
-    runs = int(run[-1]) + 1
-    position = torch.arange(1, n + 1, dtype=torch.float64, device=x.device).repeat(rows)  # 1-based ranks
-    first = torch.full((runs,), float(n + 1), dtype=torch.float64, device=x.device).scatter_reduce(
-        0, run, position, reduce="amin"
-    )
-    last = torch.zeros(runs, dtype=torch.float64, device=x.device).scatter_reduce(0, run, position, reduce="amax")
-    ranks_sorted = ((first + last) / 2)[run].view(rows, n)
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    position = torch.arange(1, n + 1, dtype=torch.float64, device=x.device).expand(rows, n)
+    run = starts.flatten().cumsum(0) - 1  # run of each element, numbered over the flattened rows
+    ranks_sorted = ((position[starts] + position[ends]) / 2)[run].view(rows, n)
     ranks = torch.empty_like(ranks_sorted)
     ranks.scatter_(-1, order, ranks_sorted)
     return ranks
