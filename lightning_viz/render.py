@@ -20,7 +20,7 @@ from matplotlib import colormaps, font_manager
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-__all__ = ["colorize", "grid", "overlay", "own_scale", "signed_display", "tile_panel"]
+__all__ = ["CARD_WIDTH", "colorize", "grid", "notice", "overlay", "own_scale", "signed_display", "stack", "tile_panel"]
 
 Array = TypeVar("Array", Tensor, np.ndarray)
 
@@ -114,13 +114,24 @@ def _to_tiles(images: Sequence[Tensor | np.ndarray], size: int) -> np.ndarray:
     return tiles
 
 
+CARD_WIDTH = 340
+"""Width in pixels of the panels: TensorBoard's Images dashboard shows each image in a card about 340 px wide at
+its default settings (a 1,600 px window), so a panel of this width is shown at its own size, captions legible."""
+
+_RED = np.array([230, 25, 25], dtype=np.uint8)
+
+
 def tile_panel(
     cells: Sequence[Sequence[Tensor | np.ndarray]],
     captions: Sequence[Sequence[str]],
     columns: int | None = None,
     tile_size: int = 128,
     title: str | None = None,
-    max_width: int = 1280,
+    max_width: int = CARD_WIDTH,
+    marked: Sequence[Sequence[bool]] | None = None,
+    font_size: int = 12,
+    subtitle: str | None = None,
+    min_width: int = 0,
 ) -> np.ndarray:
     """Lay out cells of tiles in a grid, each tile with a caption above it.
 
@@ -133,9 +144,14 @@ def tile_panel(
         captions: per cell, one caption per tile (may contain one newline).
         columns: cells per row; None: as many as fit in ``max_width``.
         tile_size: displayed tile width in pixels.
-        title: optional line above the whole panel.
-        max_width: width in pixels that ``columns=None`` fills. TensorBoard's Images tab with "Show actual image
-            size" ticked shows about 1,300 px beside its sidebar in a 1,700 px wide window.
+        title: optional bold line above the whole panel.
+        subtitle: optional text under the title (may contain newlines): what the panel shows and how it is scaled.
+        min_width: the panel is at least this wide (white on the right), so that a title wraps at a card's width
+            even when the tiles are narrower.
+        max_width: width in pixels that ``columns=None`` fills: :data:`CARD_WIDTH`, TensorBoard's default card.
+        marked: per cell, per tile, whether to frame the tile in red (a wrong prediction, a failed optimisation).
+        font_size: caption size in pixels (the title is one pixel larger, bold). Caption lines longer than their
+            tile are cut short with an ellipsis, so they never run into the next tile.
 
     Returns:
         Array of shape (H, W, 3), uint8, ready for ``SummaryWriter.add_image(..., dataformats="HWC")``.
@@ -147,14 +163,19 @@ def tile_panel(
     tiles = [flat[offsets[i] : offsets[i + 1]] for i in range(len(cells))]
     per_cell = max(len(cell) for cell in cells)
     tile_h = flat.shape[1]
-    gap, cell_gap, caption_h = 2, 12, 28
-    title_h = 24 if title else 0
+    gap, cell_gap = 3, 8
+    line_h = font_size + 2
+    lines = max((c.count("\n") + 1 for row in captions for c in row if c), default=0)
+    caption_h = lines * line_h + 3 if lines else 0
     cell_w = per_cell * tile_size + (per_cell - 1) * gap
     if columns is None:
         columns = (max_width - cell_gap) // (cell_w + cell_gap)
     columns = max(1, min(columns, len(cells)))
     rows = -(-len(cells) // columns)
-    width = columns * cell_w + (columns + 1) * cell_gap
+    width = max(columns * cell_w + (columns + 1) * cell_gap, min_width)
+    header = [(line, True) for line in ([title] if title else [])]
+    header += [(line, False) for line in (_wrap(subtitle, _font(font_size + 1), width - cell_gap) if subtitle else [])]
+    title_h = len(header) * (line_h + 2) + 4 if header else 0
     height = title_h + rows * (caption_h + tile_h + cell_gap) + cell_gap
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)
     texts: list[tuple[int, int, str]] = []
@@ -163,16 +184,74 @@ def tile_panel(
         y = title_h + cell_gap + row * (caption_h + tile_h + cell_gap) + caption_h
         for j, tile in enumerate(cell):
             x = cell_gap + col * (cell_w + cell_gap) + j * (tile_size + gap)
+            if marked is not None and j < len(marked[i]) and marked[i][j]:  # a frame in the gap around the tile
+                canvas[y - 2 : y + tile.shape[0] + 2, x - 2 : x + tile.shape[1] + 2] = _RED
             canvas[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
             if j < len(cell_captions):
-                texts.append((x, y - 3, cell_captions[j]))
+                # a caption may run over the gap to the next tile of its cell, never into the next cell
+                room = tile_size if j < len(cell) - 1 else tile_size + cell_gap // 2
+                texts.append((x, y - 3, _fit(cell_captions[j], _font(font_size), room)))
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
     for x, y, text in texts:
-        draw.multiline_text((x, y), text, fill=(0, 0, 0), font=_font(11), anchor="ld", spacing=1)
-    if title:
-        draw.text((cell_gap, 5), title, fill=(0, 0, 0), font=_font(14, bold=True))
+        draw.multiline_text((x, y), text, fill=(0, 0, 0), font=_font(font_size), anchor="ld", spacing=2)
+    for i, (line, bold) in enumerate(header):
+        font = _font(font_size + 1, bold=bold)
+        draw.text((cell_gap, 3 + i * (line_h + 2)), _fit(line, font, width - cell_gap), fill=(0, 0, 0), font=font)
     return np.asarray(image).copy()
+
+
+def notice(title: str, text: str, width: int = CARD_WIDTH) -> np.ndarray:
+    """A card with a bold red title and wrapped text in a red frame, for a picture that cannot be drawn (a
+    diverged model): the image tag shows what happened where people look, not a stale picture."""
+    font, bold = _font(13), _font(14, bold=True)
+    lines = _wrap(text, font, width - 24)
+    height = 16 + 20 + 17 * len(lines) + 12
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((1, 1, width - 2, height - 2), outline=tuple(int(v) for v in _RED), width=3)
+    draw.text((12, 12), _fit(title, bold, width - 24), fill=tuple(int(v) for v in _RED), font=bold)
+    for i, line in enumerate(lines):
+        draw.text((12, 36 + 17 * i), line, fill=(0, 0, 0), font=font)
+    return np.asarray(image).copy()
+
+
+def stack(panels: Sequence[np.ndarray]) -> np.ndarray:
+    """Panels (H, W, 3) uint8 one below the other, left-aligned on white, as one panel."""
+    width = max(p.shape[1] for p in panels)
+    out = np.full((sum(p.shape[0] for p in panels), width, 3), 255, dtype=np.uint8)
+    y = 0
+    for panel in panels:
+        out[y : y + panel.shape[0], : panel.shape[1]] = panel
+        y += panel.shape[0]
+    return out
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
+    """The lines of ``text`` wrapped at spaces to ``width`` pixels."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if line and font.getlength(candidate) > width:
+                lines.append(line)
+                candidate = word
+            line = candidate
+        lines.append(line)
+    return lines
+
+
+def _fit(text: str, font: ImageFont.FreeTypeFont, width: int) -> str:
+    """Each line of ``text`` cut to ``width`` pixels, with an ellipsis where it was cut."""
+    lines = []
+    for line in text.split("\n"):
+        if font.getlength(line) > width:
+            while line and font.getlength(line + "…") > width:
+                line = line[:-1]
+            line += "…"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 @lru_cache(maxsize=4)

@@ -24,5 +24,5 @@ def test_only_rank_zero_probes_and_nothing_hangs(tmp_path: Path) -> None:
     assert rank0["global_step"] == rank1["global_step"] == 6
     assert rank0["last_step"] == 6 and rank1["last_step"] is None  # rank 1 never probed
     events = read_events(rank0["log_dir"])
-    assert [e.step for e in events.Images("gradcam/net.conv3")] == [0, 2, 4, 6]
+    assert [e.step for e in events.Images("gradcam/net.conv3/images_00-03")] == [0, 2, 4, 6]
     assert [e.step for e in events.Scalars("quality/gradcam/randomization")] == [6]  # its own cadence, and the end

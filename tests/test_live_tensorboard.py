@@ -61,7 +61,7 @@ def test_a_running_tensorboard_shows_the_probe_before_training_ends(tmp_path: Pa
                 if wanted is None:
                     return
                 run = "run/version_0"
-                query = urllib.parse.urlencode({"run": run, "tag": "gradcam/net.conv3"})
+                query = urllib.parse.urlencode({"run": run, "tag": "gradcam/net.conv3/images_00-03"})
 
                 def steps() -> list[int]:
                     return [e["step"] for e in _get(f"{base}/data/plugin/images/images?{query}")]
@@ -77,7 +77,7 @@ def test_a_running_tensorboard_shows_the_probe_before_training_ends(tmp_path: Pa
         fit_classifier(tmp_path, [monitor, WatchTensorBoard()], max_steps=6, log_every_n_steps=50)
         assert seen == {1: [0], 4: [0, 4]}
         tags = _get(f"{base}/data/plugin/images/tags")
-        assert "gradcam/net.conv3" in tags["run/version_0"]
+        assert "gradcam/net.conv3/images_00-03" in tags["run/version_0"]
     finally:
         server.terminate()
         server.wait(timeout=30)

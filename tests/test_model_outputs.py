@@ -115,7 +115,7 @@ def test_a_binary_classifier_with_one_logit_is_explained_for_both_classes(tmp_pa
     trainer = make_trainer(tmp_path, _all_five(), max_steps=4, val_check_interval=1.0)
     trainer.fit(_Binary(), _binary_loader(), _binary_loader(seed=1))
     events = read_events(trainer.logger.log_dir)
-    assert [e.step for e in events.Images("gradcam/net.conv3")] == [0, 2, 4]
+    assert [e.step for e in events.Images("gradcam/net.conv3/images_00-03")] == [0, 2, 4]
     assert events.Scalars("quality/gradcam/class_sensitivity")[-1].value < 1.0  # the two classes' maps differ
     monitor = trainer.callbacks[0]
     assert monitor.probe.labels is not None and set(monitor.probe.labels.tolist()) == {0, 1}
@@ -140,7 +140,7 @@ def test_a_module_without_forward_is_named_and_network_probes_its_submodule(tmp_
     trainer = make_trainer(tmp_path / "with", _all_five(network="net"), max_steps=4, val_check_interval=1.0)
     model = _NoForward(AwkwardNet())
     trainer.fit(model, random_loader(), random_loader(n=32, seed=1, shuffle=False))
-    assert [e.step for e in read_events(trainer.logger.log_dir).Images("gradcam/net.conv3")] == [0, 2, 4]
+    assert [e.step for e in read_events(trainer.logger.log_dir).Images("gradcam/net.conv3/images_00-03")] == [0, 2, 4]
     assert "forward" not in vars(model)  # the stand-in forward is gone after every probe
 
 
@@ -175,7 +175,7 @@ def test_uint8_batches_are_probed_or_the_fix_is_named(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path / "scales", _all_five(), max_steps=4, val_check_interval=1.0)
     trainer.fit(_Bytes(), _bytes_loader(), _bytes_loader(seed=1))
     events = read_events(trainer.logger.log_dir)
-    assert [e.step for e in events.Images("gradcam/net.conv3")] == [0, 2, 4]
+    assert [e.step for e in events.Images("gradcam/net.conv3/images_00-03")] == [0, 2, 4]
     assert trainer.callbacks[0].probe.images.dtype == torch.uint8  # kept as the loader gave it
     trainer = make_trainer(tmp_path / "only_bytes", [GradCAMMonitor()], max_steps=2, val_check_interval=1.0)
     with pytest.raises(MisconfigurationException, match=r"output depends on the dtype of the probe batch .*uint8"):

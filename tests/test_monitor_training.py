@@ -31,7 +31,7 @@ def test_training_is_bit_identical_with_monitor(tmp_path: Path) -> None:
     with_monitor = fit_classifier(tmp_path / "with", [monitor])
     assert_same_training(with_monitor, baseline)
     assert monitor.layer_names == ["net.conv3"]
-    steps = [e.step for e in read_events(with_monitor[1].logger.log_dir).Images("gradcam/net.conv3")]
+    steps = [e.step for e in read_events(with_monitor[1].logger.log_dir).Images("gradcam/net.conv3/images_00-03")]
     assert steps == [0, 5, 10, 15, 20, 25, 30]  # early steps 5, 10, 25 coincide with the cadence
 
 
@@ -62,7 +62,7 @@ def test_images_are_logged_flushed_and_not_blank(tmp_path: Path) -> None:
                 while time.monotonic() < deadline and trainer.global_step not in steps:
                     time.sleep(0.05)
                     events = read_events(trainer.logger.log_dir)
-                    steps = [e.step for e in events.Images("gradcam/net.conv3")] if events.Tags()["images"] else []
+                    steps = [e.step for e in events.Images("gradcam/net.conv3/images_00-03")] if events.Tags()["images"] else []
                 seen.append((trainer.global_step, steps))
 
     monitor = GradCAMMonitor(every_n_steps=4, early_steps=())
@@ -70,7 +70,7 @@ def test_images_are_logged_flushed_and_not_blank(tmp_path: Path) -> None:
     assert seen == [(4, [0, 4]), (8, [0, 4, 8])]
     events = read_events(trainer.logger.log_dir)
     assert {"viz/overhead_ms/GradCAMMonitor", "gradcam/probe_accuracy"} <= set(events.Tags()["scalars"])
-    for event in events.Images("gradcam/net.conv3"):
+    for event in events.Images("gradcam/net.conv3/images_00-03"):
         pixels = decode_image(event)
         assert pixels.shape[1] > 3 * 16 * 4 and pixels.std() > 20, "a blank or flat panel"
 
@@ -78,14 +78,14 @@ def test_images_are_logged_flushed_and_not_blank(tmp_path: Path) -> None:
 def test_cadence_counts_optimizer_steps_under_accumulation(tmp_path: Path) -> None:
     monitor = GradCAMMonitor(every_n_steps=3, early_steps=(1,))
     _, trainer = fit_classifier(tmp_path, [monitor], max_steps=7, accumulate_grad_batches=2)
-    steps = [e.step for e in read_events(trainer.logger.log_dir).Images("gradcam/net.conv3")]
+    steps = [e.step for e in read_events(trainer.logger.log_dir).Images("gradcam/net.conv3/images_00-03")]
     assert steps == [0, 1, 3, 6, 7]  # and the final probe
 
 
 def test_epoch_cadence(tmp_path: Path) -> None:
     monitor = GradCAMMonitor(every_n_steps=None, every_n_epochs=2, early_steps=())
     _, trainer = fit_classifier(tmp_path, [monitor], max_steps=-1, max_epochs=4, val_check_interval=None)
-    steps = [e.step for e in read_events(trainer.logger.log_dir).Images("gradcam/net.conv3")]
+    steps = [e.step for e in read_events(trainer.logger.log_dir).Images("gradcam/net.conv3/images_00-03")]
     assert steps == [0, 24, 48]  # 12 batches per epoch; probes after epochs 2 and 4
 
 
@@ -109,7 +109,7 @@ def test_probe_from_validation_hooks(tmp_path: Path) -> None:
     baseline = fit_classifier(tmp_path / "without", [])
     run = fit_classifier(tmp_path / "with", [monitor, hook])
     assert hook.modes and set(hook.modes) == {(False, False)}, "validation during fit runs under no_grad"
-    steps = [e.step for e in read_events(run[1].logger.log_dir).Images("gradcam/net.conv3")]
+    steps = [e.step for e in read_events(run[1].logger.log_dir).Images("gradcam/net.conv3/images_00-03")]
     assert hook.steps[0] == 0 and len(hook.steps) >= 3  # the sanity check at step 0, then validations
     # the sanity check probes nothing; step 0 is the train-start probe, and a final probe ends the fit
     assert steps == sorted({*hook.steps, run[1].global_step})
@@ -123,8 +123,8 @@ def test_probe_from_validation_hooks(tmp_path: Path) -> None:
         trainer.validate(run[0], random_loader(n=32, seed=1, shuffle=False), verbose=False)
     assert hook.modes == [(True, False)]
     events = read_events(trainer.logger.log_dir)
-    assert [e.step for e in events.Images("gradcam/net.conv3")] == [0]
-    assert decode_image(events.Images("gradcam/net.conv3")[0]).std() > 20
+    assert [e.step for e in events.Images("gradcam/net.conv3/images_00-03")] == [0]
+    assert decode_image(events.Images("gradcam/net.conv3/images_00-03")[0]).std() > 20
 
 
 def test_failing_probe_warns_once_and_training_continues(tmp_path: Path) -> None:
@@ -174,7 +174,7 @@ def test_state_dict_round_trip_and_resume_keeps_the_probe(tmp_path: Path) -> Non
         ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
     )
     assert resumed.probe is not None and torch.equal(resumed.probe.images, monitor.probe.images)
-    steps = [e.step for e in read_events(trainer.logger.log_dir).Images("gradcam/net.conv3")]
+    steps = [e.step for e in read_events(trainer.logger.log_dir).Images("gradcam/net.conv3/images_00-03")]
     assert steps == [15]  # no repeat of step 10, no step-0 probe on resume
 
 

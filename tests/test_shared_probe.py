@@ -145,8 +145,8 @@ def test_tags_are_unique_per_monitor_instance_and_the_layout_is_written_once(tmp
     assert {
         "deconvnet/net.conv3",
         "deconvnet_rule-guided/net.conv3",
-        "gradcam/net.conv3",
-        "gradcam_2/net.conv2",
+        "gradcam/net.conv3/images_00-03",
+        "gradcam_2/net.conv2/images_00-03",
     } <= images
     assert {"viz/overhead_ms/DeconvNetMonitor", "viz/overhead_ms/DeconvNetMonitor_rule-guided"} <= scalars
     assert {"gradcam/probe_accuracy", "gradcam_2/probe_accuracy"} <= scalars
@@ -278,7 +278,7 @@ def test_the_final_probe_runs_an_expensive_part_only_where_the_budget_has_room(t
                             activation_max_channels=1, budget=budget)  # fmt: skip
     _, trainer = fit_classifier(tmp_path, [monitor], max_steps=60, limit_val_batches=0)
     events = read_events(trainer.logger.log_dir)
-    assert [e.step for e in events.Images("filters/net.conv1")][-1] == 60  # the final probe's regular part
+    assert [e.step for e in events.Images("filters/net.conv1/own_scale")][-1] == 60  # the final probe's regular part
     assert ("activation_max/net.conv3" in events.Tags()["images"]) == (budget is None)
     if budget is None:
         assert [e.step for e in events.Images("activation_max/net.conv3")] == [60]

@@ -34,6 +34,7 @@ from lightning_viz.methods._outputs import (
 )
 from lightning_viz.probe import ProbeBatch
 from lightning_viz.probing import ProbeContext
+from lightning_viz.render import notice
 
 __all__ = ["Needs", "ProbeLogs", "ProbeMonitor"]
 
@@ -215,6 +216,8 @@ class ProbeMonitor:
         self.tag_suffix = ""  # set by the session when two monitors of one class would write the same tags
         self._last_step: int | None = None
         self._warned: set[str] = set()
+        self._drawn_tags: dict[str, None] = {}  # image tags drawn so far, in order (a set that keeps it)
+        self._noticed = False  # the divergence notice was drawn in place of the pictures
         self._writer: Any | None = None
         self._session: ProbeSession | None = None
         self._costs: dict[str, list[float]] = {}  # seconds per run of each part, the last few
@@ -557,6 +560,10 @@ class ProbeMonitor:
                 if not regular:
                     return
                 logs = self.compute_nonfinite(model, step, nonfinite)
+                if not self._noticed:  # each picture's last card says why the pictures stop
+                    self._noticed = True
+                    card = notice(f"✗ diverged by step {step}", nonfinite_message(step, nonfinite)[2:])
+                    logs.images.update({tag: card for tag in self._drawn_tags if tag not in logs.images})
             else:
                 if regular:
                     start = time.perf_counter()
@@ -573,6 +580,7 @@ class ProbeMonitor:
         except Exception as error:
             self._failed(error, step)
             return
+        self._drawn_tags.update(dict.fromkeys(logs.images))
         session = self._session
         if self._writer is None or session is None or session.writer is None:  # fast_dev_run: nothing to log to
             return

@@ -3,9 +3,13 @@ image patches that drove them, on the same probe images at every logging step.""
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+import math
+from typing import Any, Literal
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import override
 
@@ -13,7 +17,7 @@ from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor
 from lightning_viz.diagnostics import rank_correlation
 from lightning_viz.methods import RULES, Rule, receptive_fields, stage_layers
 from lightning_viz.probing import ProbeContext
-from lightning_viz.render import tile_panel
+from lightning_viz.render import CARD_WIDTH, grid, tile_panel
 
 __all__ = ["DeconvNetMonitor"]
 
@@ -48,28 +52,57 @@ def _display(projections: Tensor) -> Tensor:
     return (0.5 + 0.5 * projections / scale).clamp(0, 1)
 
 
+def top_images(activations: Tensor, channel: int, count: int) -> Tensor:
+    """The ``count`` probe images where ``channel`` peaks highest, each at its own peak (ZF Fig. 2's "top 9
+    activations", one per image so that nine patches show nine different inputs), strongest first; images where
+    the channel is silent are left out. Returns rows of (image, channel, y, x), Tensor of shape (<= count, 4)."""
+    maps = activations[:, channel].detach()
+    peak, where = maps.flatten(1).max(dim=1)
+    order = peak.argsort(descending=True, stable=True)[:count]
+    keep = peak[order] != 0
+    keep[0] = True
+    order = order[keep]
+    width = maps.shape[-1]
+    rows = [order, torch.full_like(order, channel), where[order] // width, where[order] % width]
+    return torch.stack(rows, dim=1).cpu()
+
+
+def _pad_to(picture: np.ndarray, width: int) -> np.ndarray:
+    """A (3, H, W) picture padded with white on the right and bottom to ``width`` x ``width`` (a grid with fewer
+    rows than its side, when a channel peaks in fewer probe images)."""
+    out = np.ones((3, max(width, picture.shape[1]), width), dtype=np.float32)
+    out[:, : picture.shape[1], : picture.shape[2]] = picture
+    return out
+
+
 class DeconvNetMonitor(ProbeMonitor):
     """Log Zeiler-Fergus deconvnet projections as ``deconvnet/<layer>``.
 
-    For each chosen layer the ``top_k`` channels with the largest activation over the probe batch are taken, each
-    at its strongest (image, position); that single activation is projected back to pixel space and shown beside
-    the input patch the unit sees (its receptive field, traced through the network), both cropped to that field.
-    All units of all layers go through one batched forward and backward pass. The projections of the previous
-    probe's units are recomputed in the same pass, and their rank correlation with the previous projections is
-    logged as ``diagnostics/deconv_stability/<layer>``: low while a feature is forming, near 1 once it is stable.
+    In the default layout, ``"fig2"`` (Zeiler & Fergus 2014, Fig. 2), each of a layer's ``top_k`` strongest channels
+    gets a row: its activation in each of the ``patches`` probe images where it peaks highest, projected back to
+    pixel space (a 3x3 grid, each projection on its own scale with zero at mid-grey) beside the input patches that
+    drove it (the unit's receptive field, traced through the network). Both grids are drawn at a whole-number scale
+    so that the stride's pixel lattice shows as it is, and sized for TensorBoard's default image card. The
+    ``"units"`` layout shows one unit per channel for ``top_k`` channels, each at its strongest (image, position).
+    All units of a layer go through one batched forward and backward pass. The projections of the previous
+    probe's strongest unit of each channel are recomputed in the same pass, and their rank correlation with the
+    previous projections is logged as ``diagnostics/deconv_stability/<layer>``: low while a feature is forming,
+    near 1 once it is stable.
 
     Args:
         layers: layers to project from; None: each convolutional stage's output, up to five.
-        top_k: channels shown per layer.
+        top_k: channels shown per layer; None: 4 in the ``"fig2"`` layout, 9 in ``"units"``.
         rule: ReLU backward rule: ``"deconvnet"`` (Zeiler & Fergus), ``"guided"`` or ``"gradient"``.
-        columns: units per row of the panel; None: as many as fit in 1,280 px.
+        columns: units per row of the ``"units"`` panel; None: as many as fit in a card.
+        layout: ``"fig2"`` (the top probe images of each channel) or ``"units"`` (one unit per channel).
+        patches: probe images per channel in the ``"fig2"`` layout (9: a 3x3 grid, as Zeiler and Fergus).
         **kwargs: probe, cadence and error options of :class:`~lightning_viz.callbacks.ProbeMonitor`.
 
     Example::
 
         >>> from pytorch_lightning import Trainer
         >>> from pytorch_lightning.loggers import TensorBoardLogger
-        >>> trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[DeconvNetMonitor(top_k=9)])
+        >>> trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[DeconvNetMonitor(top_k=6)])
     """
 
     namespace = "deconvnet"
@@ -77,14 +110,22 @@ class DeconvNetMonitor(ProbeMonitor):
     def __init__(
         self,
         layers: str | nn.Module | list[str | nn.Module] | None = None,
-        top_k: int = 9,
+        top_k: int | None = None,
         rule: Rule = "deconvnet",
         columns: int | None = None,
+        layout: Literal["fig2", "units"] = "fig2",
+        patches: int = 9,
         **kwargs: Any,
     ) -> None:
         super().__init__(layers=layers, **kwargs)
+        if layout not in ("fig2", "units"):
+            raise ValueError(f"layout must be 'fig2' or 'units', got {layout!r}")
+        if top_k is None:
+            top_k = 4 if layout == "fig2" else 9
         if not isinstance(top_k, int) or top_k <= 0:
             raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        if not isinstance(patches, int) or isinstance(patches, bool) or patches <= 0:
+            raise ValueError(f"patches must be a positive int, got {patches!r}")
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         if columns is not None and (not isinstance(columns, int) or columns <= 0):
@@ -92,6 +133,8 @@ class DeconvNetMonitor(ProbeMonitor):
         self.top_k = top_k
         self.rule: Rule = rule
         self.columns = columns
+        self.layout = layout
+        self.patches = patches
         self._previous: dict[str, tuple[Tensor, Tensor]] = {}  # layer -> (units (k, 4), cropped projections)
         self._previous_boxes: dict[str, Tensor] = {}
         self._field_size: dict[str, int] = {}
@@ -99,7 +142,8 @@ class DeconvNetMonitor(ProbeMonitor):
 
     @override
     def _options(self) -> dict[str, Any]:
-        return {**super()._options(), "top_k": self.top_k, "rule": self.rule}
+        options = {**super()._options(), "top_k": self.top_k, "rule": self.rule, "layout": self.layout}
+        return {**options, "patches": self.patches} if self.layout == "fig2" else options
 
     @override
     def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
@@ -111,44 +155,108 @@ class DeconvNetMonitor(ProbeMonitor):
         images = probe.images
         tops = {name: context.top_units(name, self.top_k) for name in self.layer_names}
         sizes = {name: context.activation(name).shape[-2:] for name in self.layer_names}
-        # this probe's top units, then the previous probe's units for the stability score: one batched pass for all
+        shown: dict[str, list[Tensor]] = {}  # layer -> the units of each row of the panel
+        for name, top in tops.items():
+            if self.layout == "fig2":
+                act = context.activation(name)
+                shown[name] = [top_images(act, int(c), self.patches) for c in top.index[:, 1].tolist()]
+            else:
+                shown[name] = [row[None] for row in top.index.cpu()]
+        # the shown units, then the previous probe's units for the stability score: one batched pass per layer
         wanted = {
-            name: top.index if name not in self._previous else torch.cat([top.index, self._previous[name][0]])
-            for name, top in tops.items()
+            name: torch.cat([*shown[name], *([self._previous[name][0]] if name in self._previous else [])])
+            for name in tops
         }
         projections = context.project_many(wanted, self.rule)
 
         logs = ProbeLogs()
         display = probe.display_images()
         for name, top in tops.items():
-            k = len(top.index)
-            boxes = self._boxes(model, tuple(images.shape[1:]), name, top.index[:, 2:].cpu(), sizes[name])
-            current = _crop(projections[name][:k], boxes, 0.0)
-            if name in self._previous and len(projections[name]) > k:
+            units = torch.cat(shown[name])
+            boxes = self._boxes(model, tuple(images.shape[1:]), name, units[:, 2:], sizes[name])
+            crops = _crop(projections[name][: len(units)], boxes, 0.0)
+            patches = _crop(display[units[:, 0]], boxes, 0.5)
+            # each channel's strongest unit (its first row): the stability score compares it across probes
+            firsts = torch.tensor([0, *[len(r) for r in shown[name]]]).cumsum(0)[:-1]
+            current = crops[firsts]
+            if name in self._previous and len(projections[name]) > len(units):
                 before = self._previous[name][1]
-                again = _crop(projections[name][k:], self._previous_boxes[name], 0.0)
+                again = _crop(projections[name][len(units) :], self._previous_boxes[name], 0.0)
                 stability = rank_correlation(before.flatten(1), again.flatten(1)).mean()
                 logs.scalars[f"diagnostics/deconv_stability/{name}"] = float(stability)
             self._previous[name] = (top.index.cpu(), current)
-            self._previous_boxes[name] = boxes
-            patches = _crop(display[top.index[:, 0].cpu()], boxes, 0.5)
-            title = f"Deconvnet ({self.rule}) at {name}, step {step}: top-{k} channels, projection | input patch"
-            logs.images[f"deconvnet/{name}"] = self._panel(current, patches, top.index.tolist(), top.value.tolist(),
-                                                            int(boxes[0, 1] - boxes[0, 0]), title)  # fmt: skip
+            self._previous_boxes[name] = boxes[firsts]
+            field = int(boxes[0, 1] - boxes[0, 0])
+            values = context.activation(name)[units[:, 0], units[:, 1], units[:, 2], units[:, 3]].float().cpu()
+            rows = [len(r) for r in shown[name]]
+            if self.layout == "fig2":
+                logs.images[f"deconvnet/{name}"] = self._fig2(crops, patches, units, values, rows, field, name, step,
+                                                              len(images))  # fmt: skip
+            else:
+                logs.images[f"deconvnet/{name}"] = self._units(crops, patches, units, values, field, name, step)
         return logs
 
-    def _panel(self, current: Tensor, patches: Tensor, units: list[list[int]], values: list[float], size: int,
-               title: str) -> Any:  # fmt: skip
-        """The panel, drawn later on the writer thread (every input is a fresh CPU tensor or a list)."""
-
-        shown, seen = _display(current).numpy(), patches.numpy()  # the writer thread runs no torch operation
+    def _fig2(self, crops: Tensor, patches: Tensor, units: Tensor, values: Tensor, rows: list[int], field: int,
+              layer: str, step: int, probe_size: int) -> Any:  # fmt: skip
+        """ZF Fig. 2: per channel, a grid of projections beside a grid of the patches, each at a whole-number
+        scale; the projections, whose pixel lattice is the point, get the larger one."""
+        side = math.ceil(math.sqrt(self.patches))
+        room = CARD_WIDTH - 2 * 8 - 6  # two grids side by side in a card
+        span = side * field  # a grid's width at scale 1, without its 1 px gaps
+        shrink = max(1, math.ceil(2 * span / (room - 2 * (side + 1))))  # a field too large for the card: averaged
+        shown, seen = _display(crops), patches
+        if shrink > 1:
+            size = max(1, field // shrink)
+            shown, seen = (F.interpolate(t, size=(size, size), mode="area") for t in (shown, seen))
+            span = side * size
+        zoom_seen = 1
+        zoom_shown = max(1, (room - (span + side + 1) - (side + 1)) // span)
+        if zoom_shown >= 4:  # room for both to grow: share it, the projections still first
+            zoom_seen = max(1, (room - 2 * (side + 1)) // (2 * span))
+            zoom_shown = max(zoom_seen, (room - (span * zoom_seen + side + 1) - (side + 1)) // span)
+        shown_np, seen_np = shown.numpy(), seen.numpy()  # the writer thread runs no torch operation
+        starts = [0, *itertools.accumulate(rows)]
+        scale = f"x{zoom_shown} | x{zoom_seen}" if shrink == 1 else f"1/{shrink}"
+        captions = []
+        for r in range(len(rows)):
+            first, last = float(values[starts[r]]), float(values[starts[r + 1] - 1])
+            captions.append([f"channel {int(units[starts[r], 1])}: act {first:.3g} to {last:.3g}"])
+        title = f"Deconvnet at {layer}, step {step}"
+        subtitle = (f"the {len(rows)} strongest channels, each in its top {self.patches} of {probe_size} probe "
+                    f"images: {self.rule} projection (own scale, 0 = grey) | input patch; {field} px field, "
+                    f"shown {scale}")  # fmt: skip
 
         def render() -> Any:
-            cells, captions = [], []
-            for i, (n, c, y, x) in enumerate(units):
-                cells.append([shown[i], seen[i]])
-                captions.append([f"ch {c}, image {n}\nact {values[i]:.2f}", f"at ({y}, {x})\nfield {size}px"])
-            return tile_panel(cells, captions, self.columns, tile_size=112, title=title)
+            cells = []
+            for r in range(len(rows)):
+                part = slice(starts[r], starts[r + 1])
+                left = _pad_to(grid(shown_np[part], side, zoom_shown, gap=1), span * zoom_shown + side + 1)
+                right = _pad_to(grid(seen_np[part], side, zoom_seen, gap=1), span * zoom_seen + side + 1)
+                pair = np.ones((3, left.shape[1], left.shape[2] + 6 + right.shape[2]), dtype=np.float32)
+                pair[:, :, : left.shape[2]] = left
+                pair[:, : right.shape[1], left.shape[2] + 6 :] = right
+                cells.append([pair])
+            return tile_panel(cells, captions, columns=1, tile_size=cells[0][0].shape[-1], title=title,
+                              subtitle=subtitle, min_width=CARD_WIDTH)  # fmt: skip
+
+        return render
+
+    def _units(self, crops: Tensor, patches: Tensor, units: Tensor, values: Tensor, field: int, layer: str,
+               step: int) -> Any:  # fmt: skip
+        """One unit per channel: its projection beside its input patch."""
+        shown, seen = _display(crops).numpy(), patches.numpy()  # the writer thread runs no torch operation
+        size = field * max(1, 150 // field) if field <= 150 else 150
+        captions = [
+            [f"ch {c}, image {n}\nact {float(values[i]):.2f}", f"at ({y}, {x})\nfield {field}px"]
+            for i, (n, c, y, x) in enumerate(units.tolist())
+        ]
+        title = f"Deconvnet at {layer}, step {step}"
+        subtitle = f"top-{len(units)} channels: projection ({self.rule} rule; own scale, zero = grey) | input patch"
+
+        def render() -> Any:
+            cells = [[shown[i], seen[i]] for i in range(len(shown))]
+            return tile_panel(cells, captions, self.columns, tile_size=size, title=title, subtitle=subtitle,
+                              max_width=CARD_WIDTH * (self.columns or 1), min_width=CARD_WIDTH)  # fmt: skip
 
         return render
 

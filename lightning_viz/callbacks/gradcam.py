@@ -11,25 +11,29 @@ from typing_extensions import override
 from lightning_viz.callbacks._base import Needs, ProbeLogs, ProbeMonitor
 from lightning_viz.methods import default_cam_layer
 from lightning_viz.probing import ProbeContext
-from lightning_viz.render import overlay, tile_panel
+from lightning_viz.render import CARD_WIDTH, overlay, tile_panel
 
 __all__ = ["GradCAMMonitor"]
 
 
 class GradCAMMonitor(ProbeMonitor):
-    """Log Grad-CAM panels to TensorBoard as ``gradcam/<layer>``.
+    """Log Grad-CAM panels to TensorBoard as ``gradcam/<layer>/images_<first>-<last>``.
 
-    For each probe image the panel shows the image (captioned with its true class), the Grad-CAM overlay for the
+    For each probe image a row shows the image (captioned with its true class), the Grad-CAM overlay for the
     predicted class and the overlay for the true class, each captioned with the class and its softmax
-    probability. With no ``layers`` the last convolutional feature map before global pooling is used
-    (``layer4`` on a ResNet). One forward and two partial backward passes per probe, whatever the number of
-    layers.
+    probability; a wrong prediction is framed in red and marked ✗. Each map is scaled to its own maximum (the
+    panel says so): a map shows where the evidence for its class lies, not how strong it is. Panels hold
+    ``images_per_panel`` probe images each, sized for TensorBoard's default image card (about 340 px), so that
+    they read without "Show actual image size". With no ``layers`` the last convolutional feature map before
+    global pooling is used (``layer4`` on a ResNet). One forward and two partial backward passes per probe,
+    whatever the number of layers.
 
     Args:
         layers: layers to explain, by dotted name or module; None: the last convolutional feature map.
         alpha: heatmap weight in the overlay.
         cmap: matplotlib colormap of the heatmap.
-        columns: probe images per row of the panel; None: as many as fit in 1,280 px.
+        columns: probe images per row of a panel; None: as many as fit in a card (one).
+        images_per_panel: probe images per panel (one image tag each).
         **kwargs: probe, cadence and error options of :class:`~lightning_viz.callbacks.ProbeMonitor`
             (``probe``, ``probe_size``, ``every_n_steps``, ``every_n_epochs``, ``early_steps``, ``on_error``,
             ``seed``).
@@ -49,9 +53,12 @@ class GradCAMMonitor(ProbeMonitor):
         alpha: float = 0.5,
         cmap: str = "jet",
         columns: int | None = None,
+        images_per_panel: int = 4,
         **kwargs: Any,
     ) -> None:
         super().__init__(layers=layers, **kwargs)
+        if not isinstance(images_per_panel, int) or isinstance(images_per_panel, bool) or images_per_panel <= 0:
+            raise ValueError(f"images_per_panel must be a positive int, got {images_per_panel!r}")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
         from matplotlib import colormaps
@@ -63,6 +70,7 @@ class GradCAMMonitor(ProbeMonitor):
         self.alpha = alpha
         self.cmap = cmap
         self.columns = columns
+        self.images_per_panel = images_per_panel
 
     @override
     def _options(self) -> dict[str, Any]:
@@ -85,29 +93,52 @@ class GradCAMMonitor(ProbeMonitor):
         preds = probs.argmax(dim=1)
         labels = None if probe.labels is None else probe.labels.cpu()
         images = probe.display_images()
-        captions = []
+        wrong = [False] * len(preds) if labels is None else (preds != labels).tolist()
+        captions, marked = [], []
         for i, pred in enumerate(preds.tolist()):
-            first = "input" if labels is None else f"true: {probe.class_name(int(labels[i]))}"
-            row = [first, f"pred: {probe.class_name(pred)}\np={probs[i, pred]:.2f}"]
+            first = f"image {i}" + ("" if labels is None else f"\n{probe.class_name(int(labels[i]))}")
+            mark = "✗ " if wrong[i] else ""
+            row = [first, f"{mark}predicted {probs[i, pred]:.2f}\n{probe.class_name(pred)}"]
             if labels is not None:
-                row.append(f"true: {probe.class_name(int(labels[i]))}\np={probs[i, labels[i]]:.2f}")
+                row.append(f"true {probs[i, labels[i]]:.2f}\n{probe.class_name(int(labels[i]))}")
             captions.append(row)
+            marked.append([False, wrong[i], False])
         logs = ProbeLogs()
+        size, per = len(images), self.images_per_panel
+        width = max(1, len(str(size - 1)))
         for layer, layer_maps in maps.items():
-            title = f"Grad-CAM at {layer}, step {step}: input | predicted class | true class"
-            logs.images[f"gradcam/{layer}"] = self._panel(images, layer_maps, captions, title)
+            for start in range(0, size, per):
+                stop = min(start + per, size)
+                shown = slice(start, stop)
+                tag = f"gradcam/{layer}/images_{start:0{width}d}-{stop - 1:0{width}d}"
+                title = f"Grad-CAM at {layer}, step {step}: images {start}-{stop - 1}"
+                columns = "input | predicted | true class" if labels is not None else "input | predicted class"
+                subtitle = (f"{columns} with its probability; each map scaled to its own maximum (red); ✗ in red: "
+                            "a wrong prediction")  # fmt: skip
+                logs.images[tag] = self._panel(images[shown], [m[shown] for m in layer_maps], captions[shown],
+                                               marked[shown], title, subtitle)  # fmt: skip
         if labels is not None:
             logs.scalars["gradcam/probe_accuracy"] = float((preds == labels).float().mean())
         return logs
 
-    def _panel(self, images: Tensor, maps: list[Tensor], captions: list[list[str]], title: str) -> Any:
+    def _panel(self, images: Tensor, maps: list[Tensor], captions: list[list[str]], marked: list[list[bool]],
+               title: str, subtitle: str) -> Any:  # fmt: skip
         """The panel, drawn later on the writer thread from numpy views of CPU tensors nothing modifies."""
 
         shown, heat = images.numpy(), [m.numpy() for m in maps]  # the writer thread runs no torch operation
+        tiles = 1 + len(maps)
+        columns = 1 if self.columns is None else self.columns
+        # tiles as wide as a card allows; an image smaller than that is enlarged by a whole factor when one fits
+        room = (CARD_WIDTH - 8 * (columns + 1)) // columns
+        size = (room - 3 * (tiles - 1)) // tiles
+        width = shown.shape[-1]
+        if width <= size and (size // width) * width >= 0.75 * size:
+            size = (size // width) * width
 
         def render() -> Any:
             overlays = [overlay(shown, m, self.alpha, self.cmap) for m in heat]
             cells = [[shown[i], *(o[i] for o in overlays)] for i in range(len(shown))]
-            return tile_panel(cells, captions, self.columns, title=title)
+            return tile_panel(cells, captions, columns, tile_size=size, title=title, subtitle=subtitle,
+                              marked=marked, max_width=CARD_WIDTH * columns)  # fmt: skip
 
         return render
