@@ -18,7 +18,8 @@ from conftest import (
     random_loader,
     read_events,
 )
-from pytorch_lightning import Trainer, seed_everything
+from pytorch_lightning import Callback, Trainer, seed_everything
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader
@@ -174,19 +175,19 @@ def test_quality_warnings_fire_on_each_rule_and_only_then() -> None:
         "pointing_game": 0.9,
         "pointing_game_chance": 0.08,
     }
-    assert quality_warnings("gradcam", healthy, t) == []
-    assert quality_warnings("gradcam", {}, t) == []
-    cases = {
-        "blank_maps": (0.75, "75% of the probe's maps are blank"),
-        "class_sensitivity": (0.95, "a sign of a dead or collapsed network"),
-        "randomization": (0.8, "maps survive re-initialising the network"),
-        "deletion_auc": (0.6, "deletion AUC 0.60 >= insertion AUC 0.50"),
-        "pointing_game": (0.05, "no more often than chance"),
+    assert quality_warnings("gradcam", healthy, t) == {}
+    assert quality_warnings("gradcam", {}, t) == {}
+    cases = {  # metric: (value, the check's key, phrase)
+        "blank_maps": (0.75, "blank_maps", "75% of the probe's maps are blank"),
+        "class_sensitivity": (0.95, "class_sensitivity", "a sign of a dead or collapsed network"),
+        "randomization": (0.8, "randomization", "maps survive re-initialising the network"),
+        "deletion_auc": (0.6, "deletion_insertion", "deletion AUC 0.60 >= insertion AUC 0.50"),
+        "pointing_game": (0.05, "pointing_game", "no more often than chance"),
     }
-    for metric, (value, phrase) in cases.items():
-        (warning,) = quality_warnings("gradcam", {**healthy, metric: value}, t)
-        assert warning.startswith("gradcam: ") and phrase in warning, warning
-    assert "dead" not in quality_warnings("deconvnet", {"class_sensitivity": 0.9}, t)[0]
+    for metric, (value, check, phrase) in cases.items():
+        ((key, warning),) = quality_warnings("gradcam", {**healthy, metric: value}, t).items()
+        assert key == check and warning.startswith("gradcam: ") and phrase in warning, warning
+    assert "dead" not in quality_warnings("deconvnet", {"class_sensitivity": 0.9}, t)["class_sensitivity"]
 
 
 # -- the monitor in a real Trainer ---------------------------------------------------------------------------------
@@ -251,9 +252,80 @@ def test_state_key_and_state_dict() -> None:
     assert a.state_key != b.state_key
     a._previous = {"gradcam": torch.rand(2, 4, 4)}
     a._last_step = 7
+    a._warn(5, "maps", {"gradcam/blank_maps": "gradcam: 60% of the probe's maps are blank"})
     c = ExplanationQualityMonitor()
     c.load_state_dict(a.state_dict())
     assert c._last_step == 7 and torch.equal(c._previous["gradcam"], a._previous["gradcam"])
+    assert (c._standing, c._said, c._said_step, c._said_before) == (a._standing, a._said, 5, None)
+
+
+# -- quality/warnings: said when they change, and across a resume ---------------------------------------------------
+
+# Limits that make two warnings fire at every probe whatever the numbers (no map correlates below -2 or has a
+# negative share of blanks), and the class-sensitivity limit out of reach; randomisation never warns.
+ALWAYS = QualityThresholds(class_sensitivity=-2.0, randomization=2.0, blank_maps=-1.0)
+NEVER_CLASS = QualityThresholds(class_sensitivity=2.0, randomization=2.0, blank_maps=-1.0)
+
+
+class _Loosen(Callback):
+    """Before the monitor's probe at ``step``, its class-sensitivity limit moves out of reach: that warning clears."""
+
+    def __init__(self, monitor: ExplanationQualityMonitor, step: int) -> None:
+        self.monitor, self.step = monitor, step
+
+    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            self.monitor.thresholds = NEVER_CLASS
+
+
+def _warnings(trainer: Trainer) -> dict[int, str]:
+    events = read_events(trainer.logger.log_dir)
+    if "quality/warnings/text_summary" not in events.Tags()["tensors"]:
+        return {}
+    return {e.step: e.tensor_proto.string_val[0].decode() for e in events.Tensors("quality/warnings/text_summary")}
+
+
+def _quality(thresholds: QualityThresholds) -> ExplanationQualityMonitor:
+    return ExplanationQualityMonitor(methods=("gradcam",), every_n_steps=5, early_steps=(), steps=2,
+                                     thresholds=thresholds, expensive_every_n_steps=1000, budget=None)  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty:UserWarning")
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
+def test_warnings_are_said_once_when_they_change_and_a_resumed_run_remembers_them(tmp_path: Path) -> None:
+    """Probes at 0, 5, 10, 15 and 20: two warnings from step 0, one of them cleared at step 10. The text comes at
+    0 and 10 only (at 20 only if deletion/insertion, which run at the final probe, find something new); a run resumed
+    from step 12 carries on without saying again what was said."""
+    monitor = _quality(ALWAYS)
+    _, trainer = fit_classifier(tmp_path / "whole", [_Loosen(monitor, 10), monitor], max_steps=20)
+    texts = _warnings(trainer)
+    assert 0 in texts and 10 in texts and not {5, 15} & set(texts), texts
+    first, cleared = texts[0], texts[10]
+    assert first.startswith("Step 0: 2 warnings") and first.count("- ✗ gradcam: ") == 2, first
+    assert "blank (limit -100%)" in first and "maps barely depend on the class" in first
+    assert first.count("(since step 0)") == 2 and "no longer" not in first
+    assert cleared.startswith("Step 10: 1 warning;") and "- ✗ gradcam: 0% of the probe's maps are blank" in cleared
+    assert "(since step 0)" in cleared and cleared.count("- ✓ no longer: ") == 1
+    assert "- ✓ no longer: gradcam: maps barely depend on the class" in cleared and "(warned from step 0)" in cleared
+    if 20 in texts:  # only a new warning from the final probe's deletion/insertion
+        assert "deletion AUC" in texts[20] and "(since step 20)" in texts[20] and "no longer" not in texts[20]
+
+    first_half = _quality(ALWAYS)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    _, half = fit_classifier(tmp_path / "first", [_Loosen(first_half, 10), first_half, checkpoint], max_steps=12,
+                             enable_checkpointing=True)  # fmt: skip
+    assert texts[0] == _warnings(half)[0] and texts[10] == _warnings(half)[10]  # the same run, so far
+    resumed = _quality(NEVER_CLASS)  # the limits the uninterrupted run has from step 10 on
+    seed_everything(0)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    second = make_trainer(tmp_path / "second", [resumed, checkpoint], max_steps=20, enable_checkpointing=True)
+    second.fit(Classifier(AwkwardNet()), random_loader(n=96), random_loader(n=32, seed=1, shuffle=False),
+               ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))  # fmt: skip
+    after = _warnings(second)
+    probed = [e.step for e in read_events(second.logger.log_dir).Scalars("quality/gradcam/blank_maps")]
+    assert probed == [15, 20] and 15 not in after, after  # the standing warning was said before the checkpoint
+    assert set(after) <= {20} and all("deletion AUC" in text for text in after.values()), after
 
 
 # -- the literature's findings on a trained Shapes model -----------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,14 @@ from conftest import (
     read_events,
 )
 from pytorch_lightning import seed_everything
+from tensorboard.plugins.custom_scalar import layout_pb2
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_viz import ExplanationQualityMonitor, GradCAMMonitor, TrainingDiagnostics
 from lightning_viz.callbacks.diagnostics import CUSTOM_SCALARS_LAYOUT
-from lightning_viz.diagnostics.verdicts import Thresholds
+from lightning_viz.data import Shapes
+from lightning_viz.diagnostics.verdicts import QualityThresholds, Thresholds
 
 
 def test_training_is_bit_identical_and_the_metrics_are_logged(tmp_path: Path) -> None:
@@ -45,10 +49,6 @@ def test_training_is_bit_identical_and_the_metrics_are_logged(tmp_path: Path) ->
     assert [e.step for e in events.Scalars("diagnostics/cka_previous/net.conv3")] == [1, 5, 10, 20, 30]
     assert events.Scalars("diagnostics/uneven_overlap/net.conv1")[0].value == 1.0  # 3x3 stride 1
     assert "custom_scalars__config__" in events.Tags()["tensors"]  # the Custom Scalars tab's layout
-    for question in ("kernel size", "stride", "learning rate"):  # no empty chart (verdicts may abstain)
-        for title, (_, patterns) in CUSTOM_SCALARS_LAYOUT[question].items():
-            matched = [tag for tag in scalars if any(re.fullmatch(pattern, tag) for pattern in patterns)]
-            assert matched or title.startswith("verdict"), title
     assert "diagnostics/verdicts/text_summary" in events.Tags()["tensors"]  # how text summaries are stored
     assert [e.value for e in events.Scalars("verdict/stride")] == [0.0] * 6  # 3x3 stride 1 cannot alias
     texts = _texts(events, "diagnostics/verdicts")
@@ -59,6 +59,7 @@ def test_training_is_bit_identical_and_the_metrics_are_logged(tmp_path: Path) ->
     assert set(logged.values()) <= {-1.0, 0.0, 1.0}
     for step, text in texts.items():  # a verdict is logged exactly where its text gives one
         assert (step in logged) != ("not enough evidence yet" in text.split("**learning rate**")[1]), text
+    _assert_marked(events)
     bands = [events.Scalars(f"diagnostics/band_{b}/net.conv1")[-1].value for b in ("low", "mid", "high")]
     assert sum(bands) == pytest.approx(1.0, abs=1e-6)
 
@@ -113,10 +114,13 @@ def test_a_diverged_run_is_named_with_its_first_step_by_every_monitor(tmp_path: 
     ]
     assert "verdict/kernel_size" not in events.Tags()["scalars"]  # a 3x3 kernel covering its stride: no verdict
     assert "weights are not finite" in _texts(events, "gradcam/status")[10]
-    assert [e.step for e in events.Images("gradcam/net.conv3")] == [0]  # no ordinary panel once diverged
+    # the panel at step 0, then a notice card where the pictures stop (step 10), and nothing at step 20
+    assert [e.step for e in events.Images("gradcam/net.conv3/images_00-03")] == [0, 10]
     warnings = _texts(events, "quality/warnings")
-    assert "passed every check" in warnings[0] or "blank" in warnings[0] or "✗" not in warnings[0]
-    assert "weights are not finite" in warnings[10] and "passed every check" not in warnings[10]
+    assert "not finite" not in warnings[0]
+    assert warnings[10].startswith("Step 10: 1 warning;")
+    assert "- ✗ step 10: the model's weights are not finite" in warnings[10]
+    assert 20 not in warnings  # still diverged: said once
 
 
 class _OneBatch(Classifier):
@@ -152,3 +156,116 @@ def test_state_dict_carries_what_the_verdicts_need(tmp_path: Path) -> None:
     restored.load_state_dict(state)
     assert torch.equal(restored._initial, monitor._initial) and torch.equal(restored._reference, monitor._reference)
     assert restored._losses.progress() == monitor._losses.progress() is not None
+
+
+_MARKS = {-1.0: "✗", 1.0: "✗", 0.0: "✓"}  # and, where no verdict is logged, … (not enough evidence yet) or – (none)
+
+
+def _assert_marked(events: Any) -> None:
+    """Every verdict line starts with the mark of its severity, which agrees with the number logged at its step; no
+    line says anything about an update ratio (the verdicts do not read it)."""
+    scalars = events.Tags()["scalars"]
+    for step, text in _texts(events, "diagnostics/verdicts").items():
+        assert "update ratio" not in text, text
+        for name in ("kernel_size", "stride", "learning_rate"):
+            (line,) = [x for x in text.split("\n\n") if x.startswith(f"- **{name.replace('_', ' ')}**: ")]
+            mark = line.split("**: ", 1)[1][0]
+            values = (
+                {e.step: e.value for e in events.Scalars(f"verdict/{name}")} if f"verdict/{name}" in scalars else {}
+            )
+            expected = _MARKS[values[step]] if step in values else "…" if "not enough evidence yet" in line else "–"
+            assert mark == expected, line
+
+
+# The lines a chart draws beside its numbers: threshold series, rule-of-thumb references, and the series some
+# numbers are compared with (the kernel for the energy window, chance for the pointing game, insertion for deletion).
+_DECISION_LINE = re.compile(
+    r"(quality/)?threshold/|diagnostics/kernel_size/|quality/[^/]+/(pointing_game_chance|insertion_auc)$"
+)
+_REFERENCE = re.compile(r"reference/")
+
+
+def _layout(events: Any) -> list[tuple[str, str, list[str]]]:
+    """The Custom Scalars layout as the run wrote it: (group, chart title, tag regexes) per chart."""
+    (event,) = events.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+    return [(c.title, chart.title, list(chart.multiline.tag)) for c in layout.category for chart in c.chart]
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")  # single-process loaders on purpose
+def test_every_chart_draws_its_numbers_and_the_lines_that_decide_them(tmp_path: Path) -> None:
+    """A short run on Shapes (masks: the pointing game) with both monitors that chart numbers. Every chart's regexes
+    match logged tags as TensorBoard matches them (at the start of the tag); a chart whose number decides a verdict
+    or a warning draws a line that decides it and says which side fails; any other says "no verdict" (or "no
+    warning") and draws no threshold, at most a rule of thumb it names."""
+    seed_everything(0)
+    monitors = [
+        TrainingDiagnostics(every_n_steps=10, early_steps=(5,), budget=None),
+        ExplanationQualityMonitor(every_n_steps=10, early_steps=(), steps=2, budget=None),
+    ]
+    trainer = make_trainer(tmp_path, monitors, max_steps=20)
+    trainer.fit(
+        Classifier(AwkwardNet(num_classes=6)),
+        DataLoader(Shapes(96, seed=0), batch_size=8, shuffle=True),
+        DataLoader(Shapes(32, seed=1), batch_size=16),
+    )
+    events = read_events(trainer.logger.log_dir)
+    scalars = set(events.Tags()["scalars"])
+    charts = _layout(events)
+    assert {group for group, _, _ in charts} == set(CUSTOM_SCALARS_LAYOUT)
+    drawn: set[str] = set()
+    for _, title, patterns in charts:
+        tags = {tag for tag in scalars if any(re.match(pattern, tag) for pattern in patterns)}
+        drawn |= tags
+        if title.startswith("verdict:"):  # empty while it abstains (a 3x3 kernel gets none)
+            assert title.endswith("(read at smoothing 0)"), title
+            continue
+        assert tags, title
+        lines = {tag for tag in tags if _DECISION_LINE.match(tag)}
+        references = {tag for tag in tags if _REFERENCE.match(tag)}
+        assert tags - lines - references, title  # a number, not only lines
+        if "(no verdict" in title or "(no warning" in title:
+            assert not lines, title
+            assert bool(references) == ("rule of thumb" in title), title
+        else:
+            assert lines and not references, title
+            assert re.search(r"\([^)]*line[^)]*: [^)]+\)", title), title  # "(above the line: aliasing)"
+    # every line logged is drawn (the linear thresholds beside their drawn log10 forms: for programs)
+    logged_lines = {tag for tag in scalars if tag.startswith(("threshold/", "quality/threshold/", "reference/"))}
+    assert logged_lines - drawn == {"threshold/min_learned", "threshold/change_low"}
+    assert {"threshold/log10_min_learned", "threshold/log10_change_low"} <= drawn
+    # each limit a verdict or a warning reads is drawn, as itself or as its log10 (loss_rise on the progress axis;
+    # window_share is the energy window's own, low_after a step count)
+    assert {f"quality/threshold/{f.name}" for f in fields(QualityThresholds)} <= drawn
+    for name in {f.name for f in fields(Thresholds)} - {"window_share", "low_after", "loss_rise"}:
+        assert {f"threshold/{name}", f"threshold/log10_{name}"} & drawn, name
+    assert "threshold/risen_progress" in drawn
+    # the log10 forms are the numbers' log10, and the rule of thumb is 1e-3
+    for name in ("update_ratio/net.conv2", "change/net.conv3", "learned_share/net.conv1"):
+        linear = {e.step: e.value for e in events.Scalars(f"diagnostics/{name}")}
+        for e in events.Scalars(f"diagnostics/log10_{name}"):
+            assert e.value == pytest.approx(math.log10(max(linear[e.step], 1e-6)), abs=1e-5), name
+    assert {e.value for e in events.Scalars("reference/log10_update_ratio")} == {-3.0}
+    assert events.Scalars("threshold/risen_progress")[0].value == pytest.approx(-Thresholds().loss_rise)
+
+
+def test_a_second_instance_gets_charts_of_its_own(tmp_path: Path) -> None:
+    """Two TrainingDiagnostics: the second's tags carry a suffix, and so do its groups and their regexes, so the
+    layout keeps both and each chart draws one instance's numbers."""
+    monitors = [
+        TrainingDiagnostics(every_n_steps=5, early_steps=()),
+        TrainingDiagnostics(every_n_steps=10, early_steps=()),
+    ]
+    _, trainer = fit_classifier(tmp_path, monitors, max_steps=10)
+    events = read_events(trainer.logger.log_dir)
+    scalars = set(events.Tags()["scalars"])
+    suffix = monitors[1].tag_suffix
+    assert suffix == "_every_n_steps-10" and f"threshold{suffix}/alias_fraction" in scalars
+    charts = _layout(events)
+    assert {group for group, _, _ in charts} == {
+        *(f"{g}{s}" for g in ("kernel size", "stride", "learning rate") for s in ("", suffix))
+    }
+    for group, title, patterns in charts:
+        tags = {tag for tag in scalars if any(re.match(pattern, tag) for pattern in patterns)}
+        assert all((suffix in tag) == group.endswith(suffix) for tag in tags), (group, title, tags)
+        assert tags or title.startswith("verdict"), (group, title)

@@ -10,6 +10,7 @@ from lightning_viz.diagnostics.verdicts import (
     LearningRateEvidence,
     StrideEvidence,
     Thresholds,
+    Verdict,
     kernel_size_verdict,
     learning_rate_verdict,
     stride_verdict,
@@ -43,7 +44,7 @@ def test_divergence_is_named_with_what_and_when() -> None:
 
 def test_learning_rate_abstains_until_the_loss_has_been_seen() -> None:
     verdict = learning_rate_verdict(lr(step=0), T)
-    assert verdict.value is None and verdict.text.startswith("not enough evidence yet")
+    assert verdict.value is None and verdict.text.startswith("… not enough evidence yet")
 
 
 @pytest.mark.parametrize(
@@ -120,3 +121,68 @@ def test_the_first_layer_waits_while_the_learning_rate_is_too_high() -> None:
     # an abstention for want of learned filters becomes the reason that matters: the rate
     untrained = unless_too_high(stride_verdict(StrideEvidence("conv1", 7, 2), T), too_high)
     assert "the learning rate is too high" in untrained.text
+
+
+def _every_branch() -> list[Verdict]:
+    """One verdict from each branch of the three rules, and the abstention while the rate is too high."""
+    rates = [
+        lr(nonfinite="the training loss since step 49"),
+        lr(step=0),
+        *(lr(**e) for e in (
+            dict(loss_progress=0.2, spike=1.1, change=0.4, dead_channels=0.0),
+            dict(loss_progress=-0.3, spike=1.3, change=0.9, dead_channels=0.0),
+            dict(loss_progress=0.0, spike=1.0, change=1.0, dead_channels=0.95),
+            dict(loss_progress=0.05, spike=3.0, change=0.8, dead_channels=0.1),
+            dict(loss_progress=0.0, spike=1.0, change=0.3, dead_channels=0.1),
+            dict(loss_progress=0.001, spike=1.0, change=0.001, dead_channels=0.0),
+            dict(step=50, loss_progress=0.001, spike=1.0, change=0.001),
+        )),
+    ]  # fmt: skip
+    strides = [
+        StrideEvidence("conv1", 3, 1),
+        StrideEvidence("conv1", 7, 2, learned=0.05, alias_fraction=0.9),
+        StrideEvidence("conv1", 11, 4, learned=0.5, alias_fraction=0.6),
+        StrideEvidence("conv1", 7, 2, learned=0.5, alias_fraction=0.1, deepest_map=2),
+        StrideEvidence("conv1", 7, 2, learned=0.5, alias_fraction=0.1, deepest_map=7),
+    ]
+    kernels = [
+        KernelEvidence("conv1", 1, 2),
+        KernelEvidence("conv1", 3, 2, learned=0.9, rim_share=1.0, window=3),
+        KernelEvidence("conv1", 11, 4, learned=0.1, rim_share=0.2, window=5),
+        KernelEvidence("conv1", 11, 2, learned=0.5, rim_share=0.3, window=5),
+        KernelEvidence("conv1", 7, 2, learned=0.5, rim_share=0.9, window=7),
+    ]
+    too_high = learning_rate_verdict(lr(loss_progress=0.0, spike=5.0, change=0.5, dead_channels=0.0), T)
+    return [
+        *(learning_rate_verdict(e, T) for e in rates),
+        *(stride_verdict(e, T) for e in strides),
+        *(kernel_size_verdict(e, T) for e in kernels),
+        unless_too_high(stride_verdict(strides[2], T), too_high),
+    ]
+
+
+def test_every_verdict_line_starts_with_the_mark_of_its_severity() -> None:
+    """✗ failing, ✓ ok, … not enough evidence yet, – no verdict (none can be given)."""
+    verdicts = _every_branch()
+    for verdict in verdicts:
+        if verdict.value in (-1, 1):
+            assert verdict.text.startswith("✗ "), verdict
+        elif verdict.value == 0:
+            assert verdict.text.startswith("✓ ok: "), verdict
+        elif "not enough evidence yet" in verdict.text:
+            assert verdict.text.startswith("… not enough evidence yet: "), verdict
+        else:
+            assert verdict.text.startswith("– no verdict: "), verdict
+    assert {v.text[0] for v in verdicts} == {"✗", "✓", "…", "–"}  # every kind of line is among them
+
+
+def test_step_zero_says_only_what_it_knows() -> None:
+    """Before any update, a verdict that needs training abstains; only the shapes' own facts are stated."""
+    texts = [
+        learning_rate_verdict(LearningRateEvidence(0), T).text,
+        stride_verdict(StrideEvidence("conv1", 7, 2, learned=0.0, alias_fraction=0.2, deepest_map=7), T).text,
+        kernel_size_verdict(KernelEvidence("conv1", 7, 2, learned=0.0, rim_share=1.0, window=7), T).text,
+    ]
+    assert all(text.startswith("… not enough evidence yet: ") for text in texts), texts
+    assert stride_verdict(StrideEvidence("conv1", 3, 1), T).text.startswith("✓ ok: conv1 (3x3, stride 1) samples")
+    assert kernel_size_verdict(KernelEvidence("conv1", 1, 2), T).text.startswith("✗ too small: conv1 (1x1, stride 2)")

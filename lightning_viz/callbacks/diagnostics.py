@@ -9,6 +9,7 @@ and the verdicts' rules and thresholds, chosen from the validation study, are in
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import torch
@@ -53,63 +54,133 @@ from lightning_viz.probing import ProbeContext
 
 __all__ = ["CUSTOM_SCALARS_LAYOUT", "TrainingDiagnostics"]
 
-# TensorBoard's Custom Scalars tab: one group per question (tags are regular expressions).
+# TensorBoard's Custom Scalars tab: one group per question, one chart per number (tags are regular expressions that
+# TensorBoard matches at the start of a tag). A chart whose number decides a verdict or a warning draws the line that
+# decides it (a ``threshold/...`` series, or the series it is compared with) and its title says which side fails; a
+# chart whose number decides nothing says "no verdict". Numbers whose range spans decades are drawn as their log10.
+# TensorBoard smooths every series that is not constant (0.6 by default, in each dashboard's sidebar): read the
+# verdicts at smoothing 0. ``TrainingDiagnostics.custom_scalars`` renames the groups and tags of a second instance.
 CUSTOM_SCALARS_LAYOUT = {
     "kernel size": {
-        "verdict (-1 too small, 1 larger than it uses)": ["Multiline", [r"verdict/kernel_size"]],
-        "window holding 90% of the learned energy vs the kernel (verdict: below it, larger than it uses)": [
+        "verdict: -1 too small, 0 ok, 1 larger than it uses (read at smoothing 0)": [
             "Multiline",
-            [r"diagnostics/energy_window/.*", r"diagnostics/kernel_size/.*"],
+            [r"verdict/kernel_size"],
         ],
-        "rim energy of the filters and of their learned part (1: an even spread)": [
+        "log10 learned share of the filters (below the line: kernel and stride verdicts wait)": [
             "Multiline",
-            [r"diagnostics/(learned_)?rim_share/.*"],
+            [r"diagnostics/log10_learned_share/", r"threshold/log10_min_learned"],
         ],
-        "learned share of the filters (verdicts wait for the line)": [
+        "window holding most of the learned energy (below the kernel's line: larger than it uses)": [
             "Multiline",
-            [r"diagnostics/learned_share/.*", r"threshold/min_learned"],
+            [r"diagnostics/energy_window/", r"diagnostics/kernel_size/"],
         ],
-        "band energy shares": ["Multiline", [r"diagnostics/band_(low|mid|high)/.*"]],
-        "smoothness index": ["Multiline", [r"diagnostics/smoothness/.*"]],
-        "dead filters, dominance": ["Multiline", [r"diagnostics/(dead_filters|dominance)/.*"]],
+        "share of pixels no window covers (above the line: too small)": [
+            "Multiline",
+            [r"diagnostics/coverage_gap/", r"threshold/coverage_gap"],
+        ],
+        "rim energy of the filters and of their learned part (no verdict; 1: an even spread)": [
+            "Multiline",
+            [r"diagnostics/(learned_)?rim_share/"],
+        ],
+        "band energy shares (no verdict)": ["Multiline", [r"diagnostics/band_(low|mid|high)/"]],
+        "smoothness index (no verdict; 0: noise, as at init)": ["Multiline", [r"diagnostics/smoothness/"]],
+        "dead filters, dominance (no verdict)": ["Multiline", [r"diagnostics/(dead_filters|dominance)/"]],
     },
     "stride": {
-        "verdict (1 aliasing)": ["Multiline", [r"verdict/stride"]],
-        "alias fraction (verdict: above the line, aliasing)": [
+        "verdict: 0 ok, 1 aliasing (read at smoothing 0)": ["Multiline", [r"verdict/stride"]],
+        "alias fraction (above the line: aliasing)": [
             "Multiline",
-            [r"diagnostics/(learned_)?alias_fraction/.*", r"threshold/alias_fraction"],
+            [r"diagnostics/alias_fraction/", r"threshold/alias_fraction"],
         ],
-        "shift consistency (TVD)": ["Multiline", [r"diagnostics/shift_tvd/.*"]],
-        "lattice-peak ratio": ["Multiline", [r"diagnostics/lattice_peak_ratio/.*"]],
-        "uneven overlap, coverage gap": ["Multiline", [r"diagnostics/(uneven_overlap|coverage_gap)/.*"]],
+        "deepest feature map side (at or below the line: no stride verdict)": [
+            "Multiline",
+            [r"diagnostics/map_size/", r"threshold/coarse_map"],
+        ],
+        "alias fraction of the learned part of the filters (no verdict)": [
+            "Multiline",
+            [r"diagnostics/learned_alias_fraction/"],
+        ],
+        "shift consistency, TVD (no verdict; lower: steadier under shifts)": ["Multiline", [r"diagnostics/shift_tvd/"]],
+        "lattice-peak ratio, a log10 power ratio (no verdict)": ["Multiline", [r"diagnostics/lattice_peak_ratio/"]],
+        "uneven overlap (no verdict; 1: even)": ["Multiline", [r"diagnostics/uneven_overlap/"]],
     },
     "learning rate": {
-        "verdict (-1 too low, 1 too high)": ["Multiline", [r"verdict/learning_rate"]],
-        "training loss progress (verdict: ok above the upper line, stalled below the lower)": [
+        "verdict: -1 too low, 0 ok, 1 too high (read at smoothing 0)": ["Multiline", [r"verdict/learning_rate"]],
+        "training loss progress (above the top line: ok; below the middle: stalled; below the bottom: too high)": [
             "Multiline",
-            [r"diagnostics/loss_progress", r"threshold/(progress_ok|stalled_progress)"],
+            [r"diagnostics/loss_progress", r"threshold/(progress_ok|stalled_progress|risen_progress)"],
         ],
-        "representation change since the first probe (verdict when stalled)": [
+        "log10 representation change since the first probe (below the line with the loss stalled: too low)": [
             "Multiline",
-            [r"diagnostics/change/.*", r"threshold/change_low"],
+            [r"diagnostics/log10_change/", r"threshold/log10_change_low"],
         ],
-        "largest training loss over the first (verdict: too high above the line while the loss is not falling)": [
+        "largest training loss over the first (above the line with the loss not falling: too high)": [
             "Multiline",
             [r"diagnostics/loss_spike", r"threshold/spike"],
         ],
-        "dead channels": ["Multiline", [r"diagnostics/dead_channels/.*", r"threshold/dead_channels"]],
-        "update / weight ratio": ["Multiline", [r"diagnostics/update_ratio/.*"]],
-        "first-layer RMS growth": ["Multiline", [r"diagnostics/rms_growth/.*"]],
-        "CKA with the previous probe": ["Multiline", [r"diagnostics/cka_previous/.*"]],
+        "dead channels (deepest stage above the line with the loss not falling: too high)": [
+            "Multiline",
+            [r"diagnostics/dead_channels/", r"threshold/dead_channels"],
+        ],
+        "log10 update / weight ratio (no verdict; the line: 1e-3, a rule of thumb)": [
+            "Multiline",
+            [r"diagnostics/log10_update_ratio/", r"reference/log10_update_ratio"],
+        ],
+        "first-layer RMS growth (no verdict; 1: as at init)": ["Multiline", [r"diagnostics/rms_growth/"]],
+        "CKA with the previous probe (no verdict; 1: unchanged)": ["Multiline", [r"diagnostics/cka_previous/"]],
     },
     "explanation quality": {
-        "pointing game (vs chance)": ["Multiline", [r"quality/.*/(energy_)?pointing_game(_chance)?"]],
-        "deletion / insertion AUC": ["Multiline", [r"quality/.*/(deletion|insertion)_auc"]],
-        "class sensitivity (low: depends on the class)": ["Multiline", [r"quality/.*/class_sensitivity"]],
-        "randomisation (low: passes)": ["Multiline", [r"quality/.*/randomization"]],
-        "stability, blank maps": ["Multiline", [r"quality/.*/(stability|blank_maps)"]],
+        "pointing game (at or below the chance line: warning)": [
+            "Multiline",
+            [r"quality/[^/]+/(energy_)?pointing_game(_chance)?$"],
+        ],
+        "deletion and insertion AUC (deletion at or above the insertion line: warning)": [
+            "Multiline",
+            [r"quality/[^/]+/(deletion|insertion)_auc$"],
+        ],
+        "class sensitivity (above the line: the maps ignore the class)": [
+            "Multiline",
+            [r"quality/[^/]+/class_sensitivity$"],
+        ],
+        "randomisation check (above the line: the maps survive re-initialisation)": [
+            "Multiline",
+            [r"quality/[^/]+/randomization$"],
+        ],
+        "blank maps (above the line: warning)": ["Multiline", [r"quality/[^/]+/blank_maps$"]],
+        "stability between probes (no warning; 1: the same maps)": ["Multiline", [r"quality/[^/]+/stability$"]],
     },
 }
+
+REFERENCE_UPDATE_RATIO = 1e-3
+"""The update / weight ratio often cited as healthy (CS231n's "about 1e-3"): a rule of thumb drawn for reference as
+``reference/log10_update_ratio``, not a verdict (healthy runs sit well above it with Adam: see the README's verdict
+study)."""
+
+_LOG_FLOOR = 1e-6  # log10 forms are drawn at -6 for smaller values (rounding noise), and not at all for 0
+
+
+def _log10(value: float) -> float | None:
+    """``value`` on a log10 axis, for numbers whose range spans decades; None for 0 or less (a frozen layer's update
+    ratio), which a log axis cannot show."""
+    return math.log10(max(value, _LOG_FLOOR)) if value > 0 else None
+
+
+def layout_for(groups: dict[str, Any], suffix: str) -> dict[str, Any]:
+    """Custom Scalars ``groups`` for a monitor whose tags carry ``suffix`` after their first part (the second
+    monitor of a class: ``diagnostics_2/...``): the groups renamed after it and their regular expressions moved to its
+    tags, so two instances' charts neither merge nor overwrite each other."""
+    if not suffix:
+        return groups
+    escaped = re.escape(suffix)
+
+    def moved(pattern: str) -> str:
+        head, _, rest = pattern.partition("/")
+        return f"{head}{escaped}/{rest}"
+
+    return {
+        f"{group}{suffix}": {title: [kind, [moved(p) for p in patterns]] for title, (kind, patterns) in charts.items()}
+        for group, charts in groups.items()
+    }
 
 
 class TrainingDiagnostics(ProbeMonitor):
@@ -126,17 +197,24 @@ class TrainingDiagnostics(ProbeMonitor):
     Learning rate: ``loss_progress`` (share of the starting training loss removed), ``probe_loss``, ``change`` of
     the deepest stage's probe representation since the first probe (1 - linear CKA), ``update_ratio``
     ||dW||/||W|| of every convolution across the optimizer step that leads to a probe step, ``dead_channels`` and
-    ``cka_previous`` of each stage, and the first layer's ``rms_growth``.
+    ``cka_previous`` of each stage, and the first layer's ``rms_growth``. The numbers whose range spans decades are
+    also logged as their log10 (``log10_learned_share``, ``log10_change``, ``log10_update_ratio``; not for 0), which
+    the Custom Scalars charts draw (:data:`CUSTOM_SCALARS_LAYOUT`).
 
     Verdicts ``verdict/kernel_size`` (-1 too small, 0 ok, 1 larger than it uses), ``verdict/stride`` (0 ok, 1
     aliasing) and ``verdict/learning_rate`` (-1 too low, 0 ok, 1 too high) are logged only where there is evidence
-    for them; the text ``diagnostics/verdicts`` says "not enough evidence yet" until then, names a diverged run
-    (non-finite loss or weights) with the first step it was seen, and gives the numbers and the suggested fix.
+    for them; the text ``diagnostics/verdicts`` marks each line (✗ failing, ✓ ok, … not enough evidence yet, – no
+    verdict), says "not enough evidence yet" until there is, names a diverged run (non-finite loss or weights) with
+    the first step it was seen, and gives the numbers and the suggested fix. Beside them, ``threshold/<name>`` draws
+    each line a verdict reads, and ``reference/log10_update_ratio`` the update ratio's rule of thumb
+    (:data:`REFERENCE_UPDATE_RATIO`), which decides nothing.
 
     Args:
         layers: stages for dead channels and CKA; None: each convolutional stage's output, up to five.
         first_layer: the convolution the kernel and stride diagnostics are about; None: the first ``nn.Conv2d``.
-        top_k: units projected for the lattice-peak ratio.
+        top_k: units projected for the lattice-peak ratio: the strongest unit of each of the deepest stage's
+            ``top_k`` strongest channels (4: the units :class:`~lightning_viz.DeconvNetMonitor` shows first in
+            each of its rows, so the two share one projection pass).
         thresholds: verdict thresholds; None: the defaults chosen from the validation study.
         shift_every_n_steps: cadence of the shift consistency (twelve forward passes of the probe), in optimizer
             steps; it also runs at the final probe, never at step 0.
@@ -156,7 +234,7 @@ class TrainingDiagnostics(ProbeMonitor):
         self,
         layers: str | nn.Module | list[str | nn.Module] | None = None,
         first_layer: str | nn.Module | None = None,
-        top_k: int = 9,
+        top_k: int = 4,
         thresholds: Thresholds | None = None,
         shift_every_n_steps: int = 500,
         **kwargs: Any,
@@ -244,7 +322,8 @@ class TrainingDiagnostics(ProbeMonitor):
 
     @override
     def custom_scalars(self) -> dict[str, Any]:
-        return {group: CUSTOM_SCALARS_LAYOUT[group] for group in ("kernel size", "stride", "learning rate")}
+        groups = {group: CUSTOM_SCALARS_LAYOUT[group] for group in ("kernel size", "stride", "learning rate")}
+        return layout_for(groups, self.tag_suffix)
 
     @override
     def expensive_parts(self) -> dict[str, int]:
@@ -302,7 +381,10 @@ class TrainingDiagnostics(ProbeMonitor):
         if self._initial is not None and self._initial.shape == weight.shape:
             put(f"diagnostics/rms_growth/{tag}", rms_growth(weight, self._initial))
             learned = weight - self._initial
-            put(f"diagnostics/learned_share/{tag}", float(learned.norm() / weight.norm().clamp_min(1e-12)))
+            share = float(learned.norm() / weight.norm().clamp_min(1e-12))
+            put(f"diagnostics/learned_share/{tag}", share)
+            if (log_share := _log10(share)) is not None:
+                put(f"diagnostics/log10_learned_share/{tag}", log_share)
         square = weight.shape[-1] == weight.shape[-2] and kernel >= 3
         if square:
             put(f"diagnostics/rim_share/{tag}", rim_share(weight))
@@ -330,10 +412,14 @@ class TrainingDiagnostics(ProbeMonitor):
                 put(f"diagnostics/cka_previous/{name}", linear_cka(self._previous[name], act.float().cpu()))
             self._previous[name] = act.detach().float().cpu()
         deepest = self.layer_names[-1]
-        if self._reference is None or len(self._reference) != len(acts[deepest]):
+        first_probe = self._reference is None or len(self._reference) != len(acts[deepest])
+        if first_probe:
             self._reference = acts[deepest].detach().float().cpu()
+        assert self._reference is not None
         change = 1.0 - linear_cka(self._reference, acts[deepest].float().cpu())
         put(f"diagnostics/change/{deepest}", change)
+        if not first_probe and (log_change := _log10(change)) is not None:  # 0 by definition at the first probe
+            put(f"diagnostics/log10_change/{deepest}", log_change)
         put(f"diagnostics/map_size/{deepest}", min(acts[deepest].shape[-2:]))
 
         alias = None
@@ -360,6 +446,8 @@ class TrainingDiagnostics(ProbeMonitor):
                 if name in self._before[1]:
                     ratios.append(update_ratio(self._before[1][name], module.weight))
                     put(f"diagnostics/update_ratio/{name}", ratios[-1])
+                    if (log_ratio := _log10(ratios[-1])) is not None:
+                        put(f"diagnostics/log10_update_ratio/{name}", log_ratio)
             self._before = None
 
         progress, spike = self._losses.progress(), self._losses.spike()
@@ -421,8 +509,7 @@ class TrainingDiagnostics(ProbeMonitor):
                 logs.scalars[f"verdict/{verdict.name}"] = float(verdict.value)
             if verdict.degree is not None:
                 logs.scalars[f"degree/{verdict.name}"] = verdict.degree
-        for name in _THRESHOLD_SERIES:  # drawn beside the metric in the Custom Scalars charts
-            logs.scalars[f"threshold/{name}"] = float(getattr(self.thresholds, name))
+        logs.scalars.update(_chart_lines(self.thresholds))
         logs.texts["diagnostics/verdicts"] = _verdict_text(verdicts, step)
         return logs
 
@@ -448,10 +535,27 @@ class TrainingDiagnostics(ProbeMonitor):
 
 
 _THRESHOLD_SERIES = ("progress_ok", "stalled_progress", "spike", "change_low", "dead_channels", "min_learned",
-                     "alias_fraction")  # fmt: skip
+                     "alias_fraction", "coarse_map")  # fmt: skip
+
+
+def _chart_lines(thresholds: Thresholds) -> dict[str, float]:
+    """The lines the Custom Scalars charts draw beside their numbers: ``threshold/<name>`` for each threshold a
+    verdict reads (as a constant series, which TensorBoard never smooths), in the form its chart draws the number
+    (``log10_*`` for a log10 chart; ``risen_progress``: ``loss_rise`` on the loss progress axis; ``coverage_gap``:
+    any uncovered pixel), and the update ratio's rule of thumb as ``reference/log10_update_ratio``."""
+    t = thresholds
+    lines = {f"threshold/{name}": float(getattr(t, name)) for name in _THRESHOLD_SERIES}
+    lines["threshold/risen_progress"] = -t.loss_rise
+    lines["threshold/coverage_gap"] = 0.0
+    for name in ("min_learned", "change_low"):
+        lines[f"threshold/log10_{name}"] = math.log10(max(getattr(t, name), _LOG_FLOOR))
+    lines["reference/log10_update_ratio"] = math.log10(REFERENCE_UPDATE_RATIO)
+    return lines
 
 
 def _verdict_text(verdicts: list[Verdict], step: int) -> str:
+    """One line per verdict, each starting with its mark (✗ failing, ✓ ok, … not enough evidence yet, – no
+    verdict)."""
     lines = [f"- **{v.name.replace('_', ' ')}**: {v.text}" for v in verdicts]
     return f"Step {step}:\n\n" + "\n\n".join(lines)
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_viz.callbacks._base import Needs, ProbeLogs, ProbeMonitor, nonfinite_message
-from lightning_viz.callbacks.diagnostics import CUSTOM_SCALARS_LAYOUT
+from lightning_viz.callbacks.diagnostics import CUSTOM_SCALARS_LAYOUT, layout_for
 from lightning_viz.diagnostics import (
     blank_maps,
     class_sensitivity,
@@ -42,6 +42,10 @@ METHODS = ("gradcam", "deconvnet", "guided")
 _REINIT_SEED = 2018_12_03
 
 Explainer = Callable[[nn.Module, Tensor, list[Tensor]], list[Tensor]]
+
+_Standing = dict[str, tuple[int, str]]  # warning key ("<method>/<check>") -> (the step since which it holds, its text)
+
+_EXPENSIVE = "randomization_and_faithfulness"  # the expensive part's name
 
 
 def _grad_cam_explainer(layer: nn.Module) -> Explainer:
@@ -87,10 +91,15 @@ class ExplanationQualityMonitor(ProbeMonitor):
     needs it) and at the final probe, never at step 0; the other numbers come from the step's shared forward pass
     at every probe.
 
-    The text ``quality/warnings`` says which maps should not be trusted right now, and why. Cost per probe and
-    method: partial backward passes through the step's shared forward pass for the maps (one per target), one
-    forward and backward pass of the re-initialised network, and ``2 * steps`` forward passes for deletion and
-    insertion when they run; logged as ``viz/overhead_ms/...``.
+    The text ``quality/warnings`` says which maps should not be trusted right now, and why: one ✗ line per warning
+    with the step since which it holds, and a ✓ line once for each that cleared. It is logged when the warnings
+    change (a warning that appears or clears; not new numbers for a standing one), at the first probe, and never
+    again while they stay the same. ``quality/threshold/<metric>`` draws each limit of
+    :class:`~lightning_viz.diagnostics.verdicts.QualityThresholds` beside its metric in the Custom Scalars charts.
+
+    Cost per probe and method: partial backward passes through the step's shared forward pass for the maps (one per
+    target), one forward and backward pass of the re-initialised network, and ``2 * steps`` forward passes for
+    deletion and insertion when they run; logged as ``viz/overhead_ms/...``.
 
     Args:
         methods: the methods to assess.
@@ -151,7 +160,10 @@ class ExplanationQualityMonitor(ProbeMonitor):
         self.thresholds = thresholds or QualityThresholds()
         self._previous: dict[str, Tensor] = {}
         self._parametrized: list[str] | None = None
-        self._warnings: tuple[int, list[str]] | None = None  # the regular part's warnings at its last step
+        self._standing: dict[str, _Standing] = {}  # the warnings that hold, by the part that checked them
+        self._said: _Standing | None = None  # the warnings at the last probe, which a text said; None before any
+        self._said_step: int | None = None  # the step of the last text
+        self._said_before: _Standing | None = None  # the warnings before that step (for a second part at that step)
 
     @override
     def _options(self) -> dict[str, Any]:
@@ -173,11 +185,11 @@ class ExplanationQualityMonitor(ProbeMonitor):
 
     @override
     def custom_scalars(self) -> dict[str, Any]:
-        return {"explanation quality": CUSTOM_SCALARS_LAYOUT["explanation quality"]}
+        return layout_for({"explanation quality": CUSTOM_SCALARS_LAYOUT["explanation quality"]}, self.tag_suffix)
 
     @override
     def expensive_parts(self) -> dict[str, int]:
-        return {"randomization_and_faithfulness": self.expensive_every_n_steps}
+        return {_EXPENSIVE: self.expensive_every_n_steps}
 
     @override
     def part_passes(self, name: str) -> float:
@@ -202,14 +214,53 @@ class ExplanationQualityMonitor(ProbeMonitor):
 
     @override
     def compute_nonfinite(self, model: nn.Module, step: int, nonfinite: list[str]) -> ProbeLogs:
-        return ProbeLogs(texts={"quality/warnings": f"- {nonfinite_message(step, nonfinite)}"})
+        return self._warn(step, "model", {"model/weights": nonfinite_message(step, nonfinite)})
 
     def _nonfinite_outputs(self, context: ProbeContext, step: int) -> ProbeLogs | None:
         if bool(torch.isfinite(context.logits).all()):
             return None
-        return ProbeLogs(texts={"quality/warnings": f"- ✗ step {step}: the model's outputs on the probe are not "
-                                "finite (NaN or inf): there are no maps to check. Training has diverged or "
-                                "overflowed; see diagnostics/verdicts."})  # fmt: skip
+        return self._warn(step, "model", {"model/outputs": "the model's outputs on the probe are not finite (NaN or "
+                                          "inf): there are no maps to check. Training has diverged or overflowed; "
+                                          "see diagnostics/verdicts."})  # fmt: skip
+
+    def _warn(self, step: int, part: str, found: dict[str, str], note: str = "") -> ProbeLogs:
+        """Record the warnings ``part`` found at ``step`` (those of the other parts stand until they run again) and
+        return the ``quality/warnings`` text if the warnings changed since the last text (nothing otherwise).
+
+        A non-finite model (``part="model"``) replaces every other warning: the maps could not be checked, so what
+        they last showed neither holds nor cleared. ``note`` is added to a text that finds no warning."""
+        if part == "model":
+            self._standing = {}
+        else:
+            self._standing.pop("model", None)
+        held = {key: since for warnings in self._standing.values() for key, (since, _) in warnings.items()}
+        self._standing[part] = {key: (held.get(key, step), text) for key, text in found.items()}
+        now = {key: value for warnings in self._standing.values() for key, value in warnings.items()}
+        if self._said_step == step:  # a second part at this step: its text replaces the first one's, so it is whole
+            before = self._said_before
+        else:
+            before = self._said
+            if before is not None and now.keys() == before.keys():
+                self._said = now  # the same warnings (with this probe's numbers): said already
+                return ProbeLogs()
+            self._said_before = before
+        self._said, self._said_step = now, step
+        return ProbeLogs(texts={"quality/warnings": self._warnings_text(step, now, before, note)})
+
+    def _warnings_text(self, step: int, now: _Standing, before: _Standing | None, note: str) -> str:
+        cleared = {} if any(key.startswith("model/") for key in now) or before is None else before
+        gone = sorted(value for key, value in cleared.items() if key not in now)
+        lines = [f"- ✗ {text.removeprefix('✗ ')} (since step {since})" for since, text in sorted(now.values())]
+        lines += [f"- ✓ no longer: {text.removeprefix('✗ ')} (warned from step {since})" for since, text in gone]
+        if now:
+            count = f"{len(now)} warning{'s' if len(now) > 1 else ''}"
+            head = f"Step {step}: {count}; this text is logged again when they change."
+        else:
+            checked = "every check"
+            if _EXPENSIVE not in self._standing:
+                checked = "the checks run so far (the randomisation check and deletion/insertion have not run yet)"
+            head = f"✓ No warnings at step {step}: {', '.join(self.methods)} passed {checked}.{note}"
+        return "\n\n".join([head, *lines])
 
     @override
     def compute(self, context: ProbeContext, step: int) -> ProbeLogs:
@@ -220,7 +271,7 @@ class ExplanationQualityMonitor(ProbeMonitor):
         truth = context.target("true")
         masks = probe.masks
 
-        logs, warnings = ProbeLogs(), []
+        logs, warnings = ProbeLogs(), dict[str, str]()
         overhead = f"viz/overhead_ms/{self.label}"
         for method in self.methods:
             values: dict[str, float] = {}
@@ -229,8 +280,8 @@ class ExplanationQualityMonitor(ProbeMonitor):
             for_least = self._maps(context, method, "least")
             reference = for_predicted if truth is None else self._maps(context, method, "true")  # the true class
             if not all(bool(torch.isfinite(m).all()) for m in (for_predicted, for_least, reference)):
-                warnings.append(f"✗ {method}: the maps are not finite (NaN or inf): nothing can be checked; the "
-                                "gradients overflowed or training has diverged")  # fmt: skip
+                warnings[f"{method}/maps"] = (f"{method}: the maps are not finite (NaN or inf): nothing can be "
+                                              "checked; the gradients overflowed or training has diverged")  # fmt: skip
                 continue
             for_predicted, for_least, reference = for_predicted.cpu(), for_least.cpu(), reference.cpu()
             values["blank_maps"] = float(blank_maps(for_predicted).double().mean())
@@ -247,17 +298,15 @@ class ExplanationQualityMonitor(ProbeMonitor):
 
             for metric, value in values.items():
                 logs.scalars[f"quality/{method}/{metric}"] = value
-            warnings += quality_warnings(method, values, self.thresholds)
-        self._warnings = (step, warnings)
-        if warnings:
-            logs.texts["quality/warnings"] = "\n\n".join(f"- {w}" for w in warnings)
-        elif any(logs.scalars.get(f"quality/{method}/blank_maps", 0) > 0 for method in self.methods):
+            found = quality_warnings(method, values, self.thresholds)
+            warnings.update({f"{method}/{check}": text for check, text in found.items()})
+        for name in ("class_sensitivity", "randomization", "blank_maps"):  # drawn beside the metric in the charts
+            logs.scalars[f"quality/threshold/{name}"] = float(getattr(self.thresholds, name))
+        note = ""
+        if any(logs.scalars.get(f"quality/{method}/blank_maps", 0) > 0 for method in self.methods):
             blank = ", ".join(f"{m} {logs.scalars.get(f'quality/{m}/blank_maps', 0):.0%}" for m in self.methods)
-            logs.texts["quality/warnings"] = (f"No failed check at step {step}, but some maps are blank (constant: "
-                                              f"{blank}); those explain nothing.")  # fmt: skip
-        else:
-            passed = ", ".join(self.methods)
-            logs.texts["quality/warnings"] = f"No warnings at step {step}: {passed} passed every check."
+            note = f" Some maps are blank (constant: {blank}); those explain nothing."
+        logs.update(self._warn(step, "maps", warnings, note))
         return logs
 
     @override
@@ -267,7 +316,7 @@ class ExplanationQualityMonitor(ProbeMonitor):
         stop = self._nonfinite_outputs(context, step)
         if stop is not None:
             return stop
-        logs, warnings = ProbeLogs(), []
+        logs, warnings = ProbeLogs(), dict[str, str]()
         model, images = context.model, context.images
         predicted = context.predicted
         overhead = f"viz/overhead_ms/{self.label}"
@@ -294,17 +343,31 @@ class ExplanationQualityMonitor(ProbeMonitor):
             logs.scalars[f"{overhead}/{method}/deletion_insertion"] = 1000 * (time.perf_counter() - start)
             for metric, value in values.items():
                 logs.scalars[f"quality/{method}/{metric}"] = value
-            warnings += quality_warnings(method, values, self.thresholds)
-        if warnings:
-            before = self._warnings[1] if self._warnings is not None and self._warnings[0] == step else []
-            logs.texts["quality/warnings"] = "\n\n".join(f"- {w}" for w in [*before, *warnings])
+            found = quality_warnings(method, values, self.thresholds)
+            warnings.update({f"{method}/{check}": text for check, text in found.items()})
+        logs.update(self._warn(step, _EXPENSIVE, warnings))
         return logs
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "previous": dict(self._previous)}
+        return {
+            **super().state_dict(),
+            "previous": dict(self._previous),
+            "warnings": {
+                "standing": {part: dict(found) for part, found in self._standing.items()},
+                "said": None if self._said is None else dict(self._said),
+                "said_step": self._said_step,
+                "said_before": None if self._said_before is None else dict(self._said_before),
+            },
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._previous = dict(state_dict.get("previous", {}))
+        warnings = state_dict.get("warnings")
+        if warnings is not None:
+            self._standing = {part: dict(found) for part, found in warnings["standing"].items()}
+            self._said = None if warnings["said"] is None else dict(warnings["said"])
+            self._said_step = warnings["said_step"]
+            self._said_before = None if warnings["said_before"] is None else dict(warnings["said_before"])

@@ -2,7 +2,7 @@
 learning rate, and warnings on explanation maps.
 
 Each verdict is a pure function of an evidence record (numbers the monitor measured) and :class:`Thresholds`. It
-abstains (value None, text "not enough evidence yet") until its evidence exists, and its signals mean the same
+abstains (value None, text "… not enough evidence yet") until its evidence exists, and its signals mean the same
 whatever the optimizer, the weight scale, the image size and the depth:
 
 - learning rate: non-finite loss or weights (diverged); the training loss's progress since its first batch and its
@@ -13,8 +13,10 @@ whatever the optimizer, the weight scale, the image size and the depth:
 - kernel size: a kernel smaller than its stride leaves pixels unseen; the learned part of the filters (now minus
   initial) keeping its energy inside a window smaller than the kernel says the kernel is larger than it uses.
 
-The default thresholds and how each was chosen (on several worlds, each left out in turn) are in the README's
-verdict section; ``python benchmarks/diagnosis_study.py`` reproduces them.
+Every verdict's text starts with a mark of its severity: ✗ failing, ✓ ok, … not enough evidence yet, – no verdict
+(none can be given: a 3x3 kernel, a 2x2 deepest map). The default thresholds and how each was chosen (on several
+worlds, each left out in turn) are in the README's verdict section; ``python benchmarks/diagnosis_study.py``
+reproduces them.
 """
 
 from __future__ import annotations
@@ -82,9 +84,10 @@ class Thresholds:
 @dataclass(frozen=True)
 class Verdict:
     """One finding: its name, a number for programs (``verdict/<name>``; None while the verdict abstains), a line
-    of text for people, and its degree: how far the evidence lies beyond the line that decided the verdict, as a
-    ratio of at least 1 (1: on the line; 3: three times past it, a clear case). None where no measured line
-    decided it (a structural fact such as stride 1, or no evidence yet)."""
+    of text for people that starts with its mark (✗ failing, ✓ ok, … not enough evidence yet, – no verdict), and its
+    degree: how far the evidence lies beyond the line that decided the verdict, as a ratio of at least 1 (1: on the
+    line; 3: three times past it, a clear case). None where no measured line decided it (a structural fact such as
+    stride 1, or no evidence yet)."""
 
     name: str
     value: int | None
@@ -138,7 +141,7 @@ def learning_rate_verdict(evidence: LearningRateEvidence, thresholds: Thresholds
                        "warm-up")  # fmt: skip
     p = e.loss_progress
     if p is None:
-        return Verdict("learning_rate", None, f"{NOT_YET}: the training loss has not been seen for long enough")
+        return Verdict("learning_rate", None, f"… {NOT_YET}: the training loss has not been seen for long enough")
     change = "not measured" if e.change is None else f"{e.change:.2f}"
     dead = "not measured" if e.dead_channels is None else f"{e.dead_channels:.0%}"
     spike = "not measured" if e.spike is None else f"{e.spike:.1f}x"
@@ -158,17 +161,17 @@ def learning_rate_verdict(evidence: LearningRateEvidence, thresholds: Thresholds
                            f"has not come down since ({numbers}; jump limit {t.spike:.1f}x, falling from "
                            f"-{t.progress_ok:.0%}); {smaller}, or a warm-up", e.spike / t.spike)  # fmt: skip
     if p >= t.progress_ok:
-        return Verdict("learning_rate", 0, f"ok: the training loss is falling ({numbers}; ok from "
+        return Verdict("learning_rate", 0, f"✓ ok: the training loss is falling ({numbers}; ok from "
                        f"-{t.progress_ok:.0%})", p / t.progress_ok)  # fmt: skip
     if e.change is not None and e.change >= t.change_low:
-        return Verdict("learning_rate", 0, f"ok: the network is learning, its representation is moving while the "
+        return Verdict("learning_rate", 0, f"✓ ok: the network is learning, its representation is moving while the "
                        f"loss has not fallen much yet ({numbers}; moving from {t.change_low:.2f})",
                        e.change / t.change_low)  # fmt: skip
     if e.change is not None and p < t.stalled_progress and e.step >= t.low_after:
         return Verdict("learning_rate", -1, f"✗ too low: the loss stalled and the network barely changed in "
                        f"{e.step} steps ({numbers}; change limit {t.change_low:.2f}); try a rate ten times larger",
                        _ratio(t.change_low, e.change))  # fmt: skip
-    return Verdict("learning_rate", None, f"{NOT_YET}: the loss is not falling and the network is barely moving; "
+    return Verdict("learning_rate", None, f"… {NOT_YET}: the loss is not falling and the network is barely moving; "
                    f"too low if it stays so until step {t.low_after} ({numbers})")  # fmt: skip
 
 
@@ -191,10 +194,10 @@ def stride_verdict(evidence: StrideEvidence, thresholds: Thresholds) -> Verdict:
     e, t = evidence, thresholds
     where = f"{e.layer} ({e.kernel}x{e.kernel}, stride {e.stride})"
     if e.stride == 1:
-        return Verdict("stride", 0, f"ok: {where} samples every pixel, nothing to alias", structural=True)
+        return Verdict("stride", 0, f"✓ ok: {where} samples every pixel, nothing to alias", structural=True)
     if e.learned is None or e.alias_fraction is None or math.isnan(e.alias_fraction) or e.learned < t.min_learned:
         learned = "not measured" if e.learned is None else f"{e.learned:.0%}"
-        return Verdict("stride", None, f"{NOT_YET}: {where} filters are still mostly their random initialisation "
+        return Verdict("stride", None, f"… {NOT_YET}: {where} filters are still mostly their random initialisation "
                        f"(learned share {learned}, needed {t.min_learned:.0%})")  # fmt: skip
     a = e.alias_fraction
     if a > t.alias_fraction:
@@ -205,11 +208,11 @@ def stride_verdict(evidence: StrideEvidence, thresholds: Thresholds) -> Verdict:
                        "after it)", a / t.alias_fraction)  # fmt: skip
     if e.deepest_map is not None and e.deepest_map <= t.coarse_map:
         m = e.deepest_map
-        return Verdict("stride", None, f"no verdict: only {a:.0%} of {where}'s response aliases (limit "
+        return Verdict("stride", None, f"– no verdict: only {a:.0%} of {where}'s response aliases (limit "
                        f"{t.alias_fraction:.0%}), but the deepest feature map is {m}x{m}: here the first stride "
                        f"costs resolution, which aliasing does not measure; for small images a smaller first stride "
                        "may help (as CIFAR ResNets use)")  # fmt: skip
-    return Verdict("stride", 0, f"ok: {a:.0%} of {where}'s response aliases (limit {t.alias_fraction:.0%})",
+    return Verdict("stride", 0, f"✓ ok: {a:.0%} of {where}'s response aliases (limit {t.alias_fraction:.0%})",
                    _ratio(t.alias_fraction, a))  # fmt: skip
 
 
@@ -239,11 +242,11 @@ def kernel_size_verdict(evidence: KernelEvidence, thresholds: Thresholds) -> Ver
                        f"smaller than its stride); try kernel {e.stride + 1 if e.stride % 2 == 0 else e.stride} or "
                        f"more, or stride {e.kernel}", structural=True)  # fmt: skip
     if e.kernel <= 3:
-        return Verdict("kernel_size", None, f"no verdict: {where} covers every pixel and has no rim to judge its "
+        return Verdict("kernel_size", None, f"– no verdict: {where} covers every pixel and has no rim to judge its "
                        "size by", structural=True)  # fmt: skip
     if e.learned is None or e.window is None or e.learned < t.min_learned:
         learned = "not measured" if e.learned is None else f"{e.learned:.0%}"
-        return Verdict("kernel_size", None, f"{NOT_YET}: {where} filters are still mostly their random "
+        return Verdict("kernel_size", None, f"… {NOT_YET}: {where} filters are still mostly their random "
                        f"initialisation (learned share {learned}, needed {t.min_learned:.0%})")  # fmt: skip
     rim = "" if e.rim_share is None else f", rim energy {e.rim_share:.2f} of an even spread"
     if e.window < e.kernel:
@@ -252,7 +255,7 @@ def kernel_size_verdict(evidence: KernelEvidence, thresholds: Thresholds) -> Ver
         return Verdict("kernel_size", 1, f"✗ larger than it uses: the learned filters keep {t.window_share:.0%} of "
                        f"their energy in the central {e.window}x{e.window} of {where}{rim}; try kernel {window} "
                        f"({saved:.0%} fewer multiply-adds in {e.layer})", e.kernel / e.window)  # fmt: skip
-    return Verdict("kernel_size", 0, f"ok: {where} covers every pixel and the learned filters use all of it "
+    return Verdict("kernel_size", 0, f"✓ ok: {where} covers every pixel and the learned filters use all of it "
                    f"(the central {e.kernel - 2}x{e.kernel - 2} holds less than {t.window_share:.0%} of their "
                    f"energy{rim})")  # fmt: skip
 
@@ -263,7 +266,7 @@ def unless_too_high(verdict: Verdict, learning_rate: Verdict) -> Verdict:
     that learns. Verdicts that follow from the shapes alone (``structural``) stand."""
     if learning_rate.value != 1 or verdict.structural:
         return verdict
-    return Verdict(verdict.name, None, f"{NOT_YET}: the learning rate is too high (see below); the first layer is "
+    return Verdict(verdict.name, None, f"… {NOT_YET}: the learning rate is too high (see below); the first layer is "
                    "judged once training is stable")  # fmt: skip
 
 
@@ -286,7 +289,7 @@ class QualityThresholds:
     blank_maps: float = 0.5
 
 
-def quality_warnings(method: str, values: dict[str, float], thresholds: QualityThresholds) -> list[str]:
+def quality_warnings(method: str, values: dict[str, float], thresholds: QualityThresholds) -> dict[str, str]:
     """Plain-language warnings from one method's explanation-quality numbers (missing numbers are skipped).
 
     Args:
@@ -296,32 +299,37 @@ def quality_warnings(method: str, values: dict[str, float], thresholds: QualityT
         thresholds: the limits.
 
     Returns:
-        One line per problem found, empty when none is.
+        One line per problem found, keyed by the check that found it (``blank_maps``, ``class_sensitivity``,
+        ``randomization``, ``deletion_insertion``, ``pointing_game``), so a caller can tell a standing warning from
+        a new one while its numbers change; empty when none is.
     """
-    t, found = thresholds, []
+    t = thresholds
+    found: dict[str, str] = {}
     blank = values.get("blank_maps")
     if blank is not None and blank > t.blank_maps:
-        found.append(f"{method}: {blank:.0%} of the probe's maps are blank (limit {t.blank_maps:.0%}): the "
-                     "explained layer's activations or gradients are zero, a sign of dead units; check the learning "
-                     "rate")  # fmt: skip
+        found["blank_maps"] = (f"{method}: {blank:.0%} of the probe's maps are blank (limit {t.blank_maps:.0%}): "
+                               "the explained layer's activations or gradients are zero, a sign of dead units; check "
+                               "the learning rate")  # fmt: skip
     cs = values.get("class_sensitivity")
     if cs is not None and cs > t.class_sensitivity:
         dead = " (for Grad-CAM a sign of a dead or collapsed network)" if method == "gradcam" else ""
-        found.append(f"{method}: maps barely depend on the class (correlation {cs:+.2f} between the maps for the "
-                     f"predicted and the least likely class > {t.class_sensitivity}){dead}: they show what the image "
-                     "contains, not why the class was predicted")  # fmt: skip
+        found["class_sensitivity"] = (f"{method}: maps barely depend on the class (correlation {cs:+.2f} between "
+                                      f"the maps for the predicted and the least likely class > "
+                                      f"{t.class_sensitivity}){dead}: they show what the image contains, not why "
+                                      "the class was predicted")  # fmt: skip
     rs = values.get("randomization")
     if rs is not None and rs > t.randomization:
-        found.append(f"{method}: maps survive re-initialising the network (rank correlation {rs:+.2f} > "
-                     f"{t.randomization}): they reflect the input more than what the network learned "
-                     "(Adebayo et al. 2018); do not read them as explanations")  # fmt: skip
+        found["randomization"] = (f"{method}: maps survive re-initialising the network (rank correlation {rs:+.2f} "
+                                  f"> {t.randomization}): they reflect the input more than what the network learned "
+                                  "(Adebayo et al. 2018); do not read them as explanations")  # fmt: skip
     deletion, insertion = values.get("deletion_auc"), values.get("insertion_auc")
     if deletion is not None and insertion is not None and deletion >= insertion:
-        found.append(f"{method}: removing the top-ranked pixels hurts the prediction no more than restoring them "
-                     f"helps (deletion AUC {deletion:.2f} >= insertion AUC {insertion:.2f}): the maps do not point "
-                     "at what the prediction uses")  # fmt: skip
+        found["deletion_insertion"] = (f"{method}: removing the top-ranked pixels hurts the prediction no more "
+                                       f"than restoring them helps (deletion AUC {deletion:.2f} >= insertion AUC "
+                                       f"{insertion:.2f}): the maps do not point at what the prediction "
+                                       "uses")  # fmt: skip
     pg, chance = values.get("pointing_game"), values.get("pointing_game_chance")
     if pg is not None and chance is not None and pg <= chance:
-        found.append(f"{method}: the maps' peaks fall on the object no more often than chance (pointing game "
-                     f"{pg:.2f} <= {chance:.2f}, the objects' area share)")  # fmt: skip
+        found["pointing_game"] = (f"{method}: the maps' peaks fall on the object no more often than chance "
+                                  f"(pointing game {pg:.2f} <= {chance:.2f}, the objects' area share)")  # fmt: skip
     return found
