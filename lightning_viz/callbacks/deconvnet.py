@@ -201,7 +201,7 @@ class DeconvNetMonitor(ProbeMonitor):
         """ZF Fig. 2: per channel, a grid of projections beside a grid of the patches, each at a whole-number
         scale; the projections, whose pixel lattice is the point, get the larger one."""
         side = math.ceil(math.sqrt(self.patches))
-        room = CARD_WIDTH - 2 * 8 - 6  # two grids side by side in a card
+        room = CARD_WIDTH - 2 * 8 - 4  # two grids side by side in a card, 4 px apart
         span = side * field  # a grid's width at scale 1, without its 1 px gaps
         shrink = max(1, math.ceil(2 * span / (room - 2 * (side + 1))))  # a field too large for the card: averaged
         shown, seen = _display(crops), patches
@@ -232,9 +232,9 @@ class DeconvNetMonitor(ProbeMonitor):
                 part = slice(starts[r], starts[r + 1])
                 left = _pad_to(grid(shown_np[part], side, zoom_shown, gap=1), span * zoom_shown + side + 1)
                 right = _pad_to(grid(seen_np[part], side, zoom_seen, gap=1), span * zoom_seen + side + 1)
-                pair = np.ones((3, left.shape[1], left.shape[2] + 6 + right.shape[2]), dtype=np.float32)
+                pair = np.ones((3, left.shape[1], left.shape[2] + 4 + right.shape[2]), dtype=np.float32)
                 pair[:, :, : left.shape[2]] = left
-                pair[:, : right.shape[1], left.shape[2] + 6 :] = right
+                pair[:, : right.shape[1], left.shape[2] + 4 :] = right
                 cells.append([pair])
             return tile_panel(cells, captions, columns=1, tile_size=cells[0][0].shape[-1], title=title,
                               subtitle=subtitle, min_width=CARD_WIDTH)  # fmt: skip

@@ -137,7 +137,7 @@ class FilterMonitor(ProbeMonitor):
       needs it) and at the final probe, never at step 0 (an untrained network has nothing to show). A channel whose
       optimised input excites it less than half as much as its best probe image did is marked ✗ (failed).
 
-    Every panel is sized for TensorBoard's default image card (about 340 px wide).
+    Every panel is sized for TensorBoard's default image card (350 px wide).
 
     Args:
         layers: layers whose feature maps are shown; None: each convolutional stage's output, up to five.

@@ -23,7 +23,7 @@ class GradCAMMonitor(ProbeMonitor):
     predicted class and the overlay for the true class, each captioned with the class and its softmax
     probability; a wrong prediction is framed in red and marked ✗. Each map is scaled to its own maximum (the
     panel says so): a map shows where the evidence for its class lies, not how strong it is. Panels hold
-    ``images_per_panel`` probe images each, sized for TensorBoard's default image card (about 340 px), so that
+    ``images_per_panel`` probe images each, sized for TensorBoard's default image card (350 px), so that
     they read without "Show actual image size". With no ``layers`` the last convolutional feature map before
     global pooling is used (``layer4`` on a ResNet). One forward and two partial backward passes per probe,
     whatever the number of layers.
