@@ -106,9 +106,9 @@ def test_training_is_bit_identical_with_filter_monitor(tmp_path: Path) -> None:
     assert_same_training(run, baseline)
     events = read_events(run[1].logger.log_dir)
     tags = set(events.Tags()["images"])
-    expected = {"filters/net.conv1/own_scale", "activations/net.bn1/image_0", "activations/net.conv3/image_0"}
-    assert expected | {"activation_max/net.conv3"} <= tags
-    assert [e.step for e in events.Images("activation_max/net.conv3")] == [10, 20, 30]  # never at step 0
+    expected = {"filters/net.conv1/own_scale", "responses/net.bn1/image_0", "responses/net.conv3/image_0"}
+    assert expected | {"responses/net.conv3/activation_max"} <= tags
+    assert [e.step for e in events.Images("responses/net.conv3/activation_max")] == [10, 20, 30]  # never at step 0
     for tag in tags:
         assert decode_image(events.Images(tag)[-1]).std() > 20, tag
     # the change panel compares with a copy of the previous weights (taken at the last probe, step 30), not with

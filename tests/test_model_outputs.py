@@ -86,7 +86,7 @@ def test_dict_and_tuple_outputs_are_named_at_setup_and_read_with_output(
     trainer = make_trainer(tmp_path / "with", _all_five(output=output), max_steps=4, val_check_interval=1.0)
     trainer.fit(_Returns(wrap), random_loader(), random_loader(n=32, seed=1, shuffle=False))
     events = read_events(trainer.logger.log_dir)
-    for prefix in ("gradcam/", "deconvnet/", "filters/", "activations/"):
+    for prefix in ("gradcam/", "deconvnet/", "filters/", "responses/"):
         assert [t for t in events.Tags()["images"] if t.startswith(prefix)], prefix
     assert "quality/gradcam/class_sensitivity" in events.Tags()["scalars"]
     assert "diagnostics/probe_loss" in events.Tags()["scalars"]

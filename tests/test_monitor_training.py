@@ -62,7 +62,11 @@ def test_images_are_logged_flushed_and_not_blank(tmp_path: Path) -> None:
                 while time.monotonic() < deadline and trainer.global_step not in steps:
                     time.sleep(0.05)
                     events = read_events(trainer.logger.log_dir)
-                    steps = [e.step for e in events.Images("gradcam/net.conv3/images_00-03")] if events.Tags()["images"] else []
+                    steps = (
+                        [e.step for e in events.Images("gradcam/net.conv3/images_00-03")]
+                        if events.Tags()["images"]
+                        else []
+                    )
                 seen.append((trainer.global_step, steps))
 
     monitor = GradCAMMonitor(every_n_steps=4, early_steps=())

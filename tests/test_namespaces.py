@@ -93,7 +93,7 @@ assert type(trainer.logger).__module__.startswith("{package}"), type(trainer.log
     found = _python(code, tmp_path)
     other = {"lightning.pytorch": "pytorch_lightning", "pytorch_lightning": "lightning"}[package]
     assert other not in found["modules"]
-    for prefix in ("gradcam/", "deconvnet/", "filters/", "activations/", "activation_max/"):
+    for prefix in ("gradcam/", "deconvnet/", "filters/", "responses/"):
         assert any(tag.startswith(prefix) for tag in found["images"]), (prefix, found["images"])
     for prefix in ("diagnostics/alias_fraction/", "verdict/stride", "quality/gradcam/", "quality/deconvnet/"):
         assert any(tag.startswith(prefix) for tag in found["scalars"]), (prefix, found["scalars"])

@@ -126,12 +126,12 @@ class FilterMonitor(ProbeMonitor):
       folded back onto lower frequencies by the stride (aliasing, ZF Sec. 5.1), and the caption says how much.
     - ``filters/<first conv>/kernel_energy``: the filters' energy at each kernel position, all of it and its
       learned part: energy piled at the centre with a cold rim says the kernel is larger than it uses.
-    - ``activations/<layer>/image_<i>``: every channel of each layer for the first ``feature_map_images`` probe
+    - ``responses/<layer>/image_<i>``: every channel of each layer for the first ``feature_map_images`` probe
       images, beside the image, each channel on its own scale; channels that are zero on the whole probe batch are
       framed in red (their fraction is a learning-rate diagnostic: :class:`~lightning_viz.TrainingDiagnostics`
       logs it).
-    - ``activation_max/<layer>``: for the ``activation_max_channels`` strongest channels of the deepest layer, an
-      input optimised from noise to excite the channel (jitter, total variation, L2 and range constraints; see
+    - ``responses/<layer>/activation_max``: for the ``activation_max_channels`` strongest channels of the deepest
+      layer, an input optimised from noise to excite the channel (jitter, total variation, L2 and range constraints; see
       :mod:`lightning_viz.methods.activation_max`). It costs ``activation_max_steps`` forward and backward passes
       of that many images, so it runs every ``activation_max_every_n_steps`` steps (further apart when the budget
       needs it) and at the final probe, never at step 0 (an untrained network has nothing to show). A channel whose
@@ -254,7 +254,7 @@ class FilterMonitor(ProbeMonitor):
             dead = act.abs().amax(dim=(0, 2, 3)).cpu() == 0  # the fraction is TrainingDiagnostics' job
             for i in range(min(self.feature_map_images, len(act))):
                 shown = act[i].float().cpu().clone()
-                tag = f"activations/{layer}/image_{i}"
+                tag = f"responses/{layer}/image_{i}"
                 logs.images[tag] = self._feature_maps(shown, dead, display[i].numpy(), probe, i, layer, step)
         return logs
 
@@ -268,7 +268,9 @@ class FilterMonitor(ProbeMonitor):
         model, probe = context.model, context.probe
         target = self._activation_max_target(model)
         act = context.activation(target)  # captured by the shared pass (see needs)
-        return ProbeLogs(images={f"activation_max/{target}": self._activation_max(model, probe, target, act, step)})
+        return ProbeLogs(
+            images={f"responses/{target}/activation_max": self._activation_max(model, probe, target, act, step)}
+        )
 
     @override
     def state_dict(self) -> dict[str, Any]:
