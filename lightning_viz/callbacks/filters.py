@@ -131,7 +131,8 @@ class FilterMonitor(ProbeMonitor):
       framed in red (their fraction is a learning-rate diagnostic: :class:`~lightning_viz.TrainingDiagnostics`
       logs it).
     - ``responses/<layer>/activation_max``: for the ``activation_max_channels`` strongest channels of the deepest
-      layer, an input optimised from noise to excite the channel (jitter, total variation, L2 and range constraints; see
+      layer, an input optimised to excite the channel: a decorrelated Fourier image whose colours are decorrelated
+      as the probe's are, under random jitter, scaling and rotation (Olah et al. 2017; see
       :mod:`lightning_viz.methods.activation_max`). It costs ``activation_max_steps`` forward and backward passes
       of that many images, so it runs every ``activation_max_every_n_steps`` steps (further apart when the budget
       needs it) and at the final probe, never at step 0 (an untrained network has nothing to show). A channel whose
@@ -441,7 +442,7 @@ class FilterMonitor(ProbeMonitor):
             low, high = images.amin(dim=(0, 2, 3)).cpu(), images.amax(dim=(0, 2, 3)).cpu()
         config = self.activation_max
         c, h, w = images.shape[1:]
-        optimised, _ = maximize_channels(model, layer, channels, (c, h, w), low, high, config)
+        optimised, _ = maximize_channels(model, layer, channels, (c, h, w), low, high, config, colour_images=images)
         with torch.no_grad():
             reached = forward_until(model, optimised.clone(), {layer: resolve_layer(model, layer)[1]})[layer]
         reached = reached[torch.arange(len(channels)), channels.to(reached.device)].flatten(1).mean(dim=1).cpu()

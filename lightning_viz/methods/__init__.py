@@ -3,21 +3,33 @@
 from lightning_viz.methods._isolation import isolated
 from lightning_viz.methods._layers import conv_layer_names, default_cam_layer, resolve_layer, stage_layers
 from lightning_viz.methods._relu_rules import RULES, Rule, RuleSwitch, relu_rule, switchable_relu
+from lightning_viz.methods.activation_max import (
+    IMAGENET_COLOUR_SQRT,
+    ActivationMaxConfig,
+    colour_matrix,
+    fourier_images,
+    maximize_channels,
+)
 from lightning_viz.methods.deconvnet import TopUnits, deconvnet, project_units, receptive_fields, top_k_units
 from lightning_viz.methods.grad_cam import grad_cam, grad_cam_maps, normalize_maps
 from lightning_viz.methods.randomization import parametrized_layers, reinitialized
 
 __all__ = [
+    "IMAGENET_COLOUR_SQRT",
     "RULES",
+    "ActivationMaxConfig",
     "Rule",
     "RuleSwitch",
     "TopUnits",
+    "colour_matrix",
     "conv_layer_names",
     "deconvnet",
     "default_cam_layer",
+    "fourier_images",
     "grad_cam",
     "grad_cam_maps",
     "isolated",
+    "maximize_channels",
     "normalize_maps",
     "parametrized_layers",
     "project_units",

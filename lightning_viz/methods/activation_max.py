@@ -8,7 +8,9 @@ Features of a Deep Network"), in one of two parameterisations (``ActivationMaxCo
   the colours are decorrelated by the square root of the colour covariance (estimated from example images when
   given, otherwise lucid's ImageNet matrix); a sigmoid maps the result into the valid pixel range. Every step sees
   a randomly jittered, scaled and rotated copy of the images (transformation robustness), so that only patterns
-  that survive these small changes grow.
+  that survive these small changes grow. The start is 1/f noise; where the objective's layer is an ``nn.ReLU``, an
+  image whose channel is silent everywhere follows the gradient of the ReLU's input instead of a zero one (lucid's
+  redirected ReLU gradient), so that a channel the start does not excite still grows.
 - ``"pixel"``: the pixels themselves, with random jitter by a few pixels (Mordvintsev et al. 2015,
   "Inceptionism"), a total-variation penalty (Mahendran & Vedaldi 2015, "Understanding Deep Image Representations
   by Inverting Them"), an L2 penalty and a box constraint to the valid range (Simonyan et al. 2014; Yosinski et al.
@@ -295,9 +297,8 @@ def maximize_channels(
             return torch.roll(images, shifts=tuple(shifts[step - 1]), dims=(2, 3))
 
         def penalty(images: Tensor) -> Tensor:
-            return config.tv * total_variation(images) + config.l2 * ((images - middle) / half).pow(2).flatten(1).mean(
-                1
-            )
+            tv = config.tv * total_variation(images)
+            return tv + config.l2 * ((images - middle) / half).pow(2).flatten(1).mean(1)
 
     else:
         if not config.decorrelate or (colour_images is None and c != 3):
@@ -308,7 +309,7 @@ def maximize_channels(
             colour = colour_matrix(colour_images, low, high).to(device, dtype)
         start = torch.randn(1, c, h, w // 2 + 1, 2, generator=generator, dtype=torch.float64)
         # 1/f noise whose pixels (before the sigmoid, whose slope is 1/4 at 0) deviate by ``noise`` half ranges
-        start *= 2 * config.noise / _spatial(start, h, w).std()
+        start *= 2 * config.noise / _spatial(start, h, w).pow(2).mean().sqrt().clamp_min(1e-12)
         variable = start.to(device, dtype).expand(k, -1, -1, -1, -1).clone()
         thetas = [_affine(draw, config, h, w) for draw in torch.rand(config.steps, 4, generator=generator)]
 
@@ -325,9 +326,9 @@ def maximize_channels(
     variable.requires_grad_(True)
     state = {"m": torch.zeros_like(variable), "v": torch.zeros_like(variable)}
     rows, targets = torch.arange(k, device=device), channels.to(device)
+    redirect = config.param == "fourier" and isinstance(module, nn.ReLU)
     for step in range(1, config.steps + 1):
         images = render()
-        redirect = config.param == "fourier" and isinstance(module, nn.ReLU)
         objective = _channel_means(model, transform(images, step), name, module, rows, targets, redirect)
         (grad,) = torch.autograd.grad((objective - penalty(images)).sum(), [variable])
         with torch.no_grad():  # Adam ascent, written out: no optimizer object, nothing else it could touch
