@@ -344,6 +344,10 @@ def _texts_shown(cards: list[dict[str, Any]] | None, count: int) -> bool:
 def show_custom_scalars(page: Page, base: str, run: Run) -> list[dict[str, Any]]:
     """The Custom Scalars dashboard, smoothing 0, every category open: its charts once they draw what `run`
     holds (or 30 s have passed)."""
+    # smoothing lives in the URL; "Ignore outliers in chart scaling" (on by default) in local storage: off, or a
+    # series lying wholly beyond the others' range is scaled out of its chart
+    page.open(f"{base}/#custom_scalars&_smoothingWeight=0")
+    page.evaluate("localStorage.setItem('_ignoreYOutliers', 'false')")
     page.open(f"{base}/#custom_scalars&_smoothingWeight=0")
     page.poll("panes('tf-custom-scalar-dashboard').length", bool)
     page.evaluate("openAll('tf-custom-scalar-dashboard')")

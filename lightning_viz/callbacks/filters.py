@@ -392,7 +392,7 @@ class FilterMonitor(ProbeMonitor):
         even = 1 / (k * k)
         top = max(float(m.max()) for m in maps.values())
         shown = [(m / top).clamp(0, 1).numpy() for m in maps.values()]
-        captions = [f"{label}: rim share {rim_share(parts[label]):.2f}" for label in maps]
+        captions = [f"{label.split()[0]}: rim share {rim_share(parts[label]):.2f}" for label in maps]
         zoom = max(1, (CARD_WIDTH - 2 * 8 - 3 * len(shown)) // (len(shown) * k))
         title = f"Kernel energy of {where}"
         subtitle = (f"{shape}: share of the energy at each position, both on one scale (white: {top:.1%} a "
