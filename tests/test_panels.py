@@ -190,3 +190,18 @@ def test_a_filter_panel_of_a_larger_kernel_still_fits(tmp_path: Path) -> None:
     events = read_events(str(next(tmp_path.rglob("version_0"))))
     for tag in events.Tags()["images"]:
         assert decode_image(events.Images(tag)[-1]).shape[1] <= CARD_WIDTH, tag
+
+
+@pytest.mark.parametrize("field", [3, 7, 11, 19, 35, 43, 62, 100, 200, 400])
+def test_deconvnet_grids_fit_the_card_at_whole_number_scales(field: int) -> None:
+    from lightning_viz.callbacks.deconvnet import _grid_scales
+
+    room = CARD_WIDTH - 2 * 8 - 4
+    shown, seen = _grid_scales(field, 3, room)
+    assert seen <= shown <= 2 * seen  # the projections get the larger scale, the patches at least half of it
+    for scale in (shown, seen):
+        assert scale == int(scale) or (1 / scale) == round(1 / scale)  # x n or 1/n
+    width = sum(3 * max(1, round(field * s)) + 4 for s in (shown, seen))
+    assert width <= room
+    if 1 <= shown < 8:  # a larger whole scale for the projections (up to 8) would not fit
+        assert 3 * field * (shown + 1) + 4 + 3 * field * math.ceil((shown + 1) / 2) + 4 > room

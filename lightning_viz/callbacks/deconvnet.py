@@ -67,6 +67,37 @@ def top_images(activations: Tensor, channel: int, count: int) -> Tensor:
     return torch.stack(rows, dim=1).cpu()
 
 
+_SCALES = (*range(8, 0, -1), *(1 / d for d in range(2, 17)))
+
+
+def _grid_scales(field: int, side: int, room: int) -> tuple[float, float]:
+    """Scales of the projection grid and the patch grid (``side`` x ``side`` tiles of ``field`` px, 1 px gaps) side
+    by side in ``room`` px: whole numbers, or one over a whole number when a field is too large. The projections
+    get the largest scale that leaves the patches at least half of it."""
+
+    def width(scale: float) -> int:
+        return side * max(1, round(field * scale)) + side + 1
+
+    for shown in _SCALES:
+        for seen in _SCALES:
+            if shown / 2 <= seen <= shown and width(shown) + width(seen) <= room:
+                return shown, seen
+    return _SCALES[-1], _SCALES[-1]
+
+
+def _rescaled(tiles: Tensor, field: int, scale: float) -> Tensor:
+    """Tiles averaged down to ``scale`` of their size when it is below 1 (enlargement is the grid's, by whole
+    numbers, later)."""
+    if scale >= 1:
+        return tiles
+    size = max(1, round(field * scale))
+    return F.interpolate(tiles, size=(size, size), mode="area")
+
+
+def _scale_text(scale: float) -> str:
+    return f"x{int(scale)}" if scale >= 1 else f"1/{round(1 / scale)}"
+
+
 def _pad_to(picture: np.ndarray, width: int) -> np.ndarray:
     """A (3, H, W) picture padded with white on the right and bottom to ``width`` x ``width`` (a grid with fewer
     rows than its side, when a channel peaks in fewer probe images)."""
@@ -202,21 +233,13 @@ class DeconvNetMonitor(ProbeMonitor):
         scale; the projections, whose pixel lattice is the point, get the larger one."""
         side = math.ceil(math.sqrt(self.patches))
         room = CARD_WIDTH - 2 * 8 - 4  # two grids side by side in a card, 4 px apart
-        span = side * field  # a grid's width at scale 1, without its 1 px gaps
-        shrink = max(1, math.ceil(2 * span / (room - 2 * (side + 1))))  # a field too large for the card: averaged
-        shown, seen = _display(crops), patches
-        if shrink > 1:
-            size = max(1, field // shrink)
-            shown, seen = (F.interpolate(t, size=(size, size), mode="area") for t in (shown, seen))
-            span = side * size
-        zoom_seen = 1
-        zoom_shown = max(1, (room - (span + side + 1) - (side + 1)) // span)
-        if zoom_shown >= 4:  # room for both to grow: share it, the projections still first
-            zoom_seen = max(1, (room - 2 * (side + 1)) // (2 * span))
-            zoom_shown = max(zoom_seen, (room - (span * zoom_seen + side + 1) - (side + 1)) // span)
+        shown_scale, seen_scale = _grid_scales(field, side, room)
+        shown, seen = _rescaled(_display(crops), field, shown_scale), _rescaled(patches, field, seen_scale)
         shown_np, seen_np = shown.numpy(), seen.numpy()  # the writer thread runs no torch operation
+        zoom_shown, zoom_seen = max(1, int(shown_scale)), max(1, int(seen_scale))
+        span_shown, span_seen = shown.shape[-1] * zoom_shown, seen.shape[-1] * zoom_seen
         starts = [0, *itertools.accumulate(rows)]
-        scale = f"x{zoom_shown} | x{zoom_seen}" if shrink == 1 else f"1/{shrink}"
+        scale = f"{_scale_text(shown_scale)} | {_scale_text(seen_scale)}"
         captions = []
         for r in range(len(rows)):
             first, last = float(values[starts[r]]), float(values[starts[r + 1] - 1])
@@ -230,8 +253,8 @@ class DeconvNetMonitor(ProbeMonitor):
             cells = []
             for r in range(len(rows)):
                 part = slice(starts[r], starts[r + 1])
-                left = _pad_to(grid(shown_np[part], side, zoom_shown, gap=1), span * zoom_shown + side + 1)
-                right = _pad_to(grid(seen_np[part], side, zoom_seen, gap=1), span * zoom_seen + side + 1)
+                left = _pad_to(grid(shown_np[part], side, zoom_shown, gap=1), side * span_shown + side + 1)
+                right = _pad_to(grid(seen_np[part], side, zoom_seen, gap=1), side * span_seen + side + 1)
                 pair = np.ones((3, left.shape[1], left.shape[2] + 4 + right.shape[2]), dtype=np.float32)
                 pair[:, :, : left.shape[2]] = left
                 pair[:, : right.shape[1], left.shape[2] + 4 :] = right
