@@ -141,3 +141,20 @@ def assert_same_training(a: tuple[Classifier, Trainer], b: tuple[Classifier, Tra
 def awkward_net() -> AwkwardNet:
     torch.manual_seed(0)
     return AwkwardNet()
+
+
+SHAPES_CHECKPOINT = Path(__file__).parent / "checkpoints" / "shapes_net.pt"
+
+
+def trained_shapes_net(**hparams: Any) -> Any:
+    """The committed trained ShapesNet of examples/train_shapes.py (tests/checkpoints/make_shapes_net.py wrote it):
+    tests that need a trained network load it rather than train one, so their findings do not depend on the
+    processor's rounding."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
+    from train_shapes import ShapesNet
+
+    model = ShapesNet(**hparams)
+    model.load_state_dict(torch.load(SHAPES_CHECKPOINT, weights_only=True))
+    return model

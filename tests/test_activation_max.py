@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import trained_shapes_net
 from torch import nn
 
 from lightning_viz.data import SHAPES_MEAN, SHAPES_STD, Shapes
@@ -23,10 +22,6 @@ from lightning_viz.methods import (
 from lightning_viz.methods._hooks import forward_until
 from lightning_viz.methods.activation_max import _affine, _transformed
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
-from train_shapes import ShapesNet
-
-CHECKPOINT = Path(__file__).parent / "checkpoints" / "shapes_net.pt"
 LOW, HIGH = torch.tensor([-1.0, -2.0, 0.5]), torch.tensor([3.0, 0.0, 1.5])
 
 
@@ -178,9 +173,7 @@ def test_one_channel_inputs_get_no_colour_mixing() -> None:
 def test_trained_channels_are_excited_far_beyond_the_probe() -> None:
     """Measured over seeds 0-4 (benchmarks/activation_max.md has the full run): each of these relu3 channels ends
     at 3.1 to 10 times its best probe image's mean activation with the default config; the bound is half the least."""
-    net = ShapesNet()
-    net.load_state_dict(torch.load(CHECKPOINT, weights_only=True))
-    net.eval()
+    net = trained_shapes_net().eval()
     mean, std = torch.tensor(SHAPES_MEAN), torch.tensor(SHAPES_STD)
     probe = torch.stack([Shapes(16, seed=5)[i][0] for i in range(16)])
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +15,8 @@ from pytorch_lightning import Callback, Trainer
 
 from lightning_viz import GradCAMMonitor
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from screenshots import _get, free_port
 
 
 def _poll(fetch: Any, until: Any, seconds: float) -> Any:
@@ -44,7 +34,7 @@ def _poll(fetch: Any, until: Any, seconds: float) -> Any:
 
 
 def test_a_running_tensorboard_shows_the_probe_before_training_ends(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path), "--host", "127.0.0.1",

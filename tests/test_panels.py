@@ -9,6 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    AwkwardNet,
+    Classifier,
+    decode_image,
+    fit_classifier,
+    make_trainer,
+    random_loader,
+    read_events,
+)
 from torch import nn
 
 from lightning_viz import (
@@ -24,15 +33,6 @@ from lightning_viz.methods import isolated
 from lightning_viz.probe import ProbeBatch
 from lightning_viz.probing import ProbeContext
 from lightning_viz.render import _RED, CARD_WIDTH, notice, stack, tile_panel
-from tests.conftest import (
-    AwkwardNet,
-    Classifier,
-    decode_image,
-    fit_classifier,
-    make_trainer,
-    random_loader,
-    read_events,
-)
 
 
 def test_every_panel_fits_the_default_card_and_is_not_blank(tmp_path: Path) -> None:

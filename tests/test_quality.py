@@ -17,6 +17,7 @@ from conftest import (
     make_trainer,
     random_loader,
     read_events,
+    trained_shapes_net,
 )
 from pytorch_lightning import Callback, Trainer, seed_everything
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -40,8 +41,6 @@ from lightning_viz.probing import ProbeContext
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
 from train_shapes import ShapesNet
-
-CHECKPOINT = Path(__file__).parent / "checkpoints" / "shapes_net.pt"
 
 # -- noisy linear imputation ----------------------------------------------------------------------------------------
 
@@ -338,8 +337,7 @@ def trained_shapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[ShapesNet,
     learning rate 0, which leaves the weights as they are: no training in the test, so the findings do not depend on
     the processor's rounding."""
     seed_everything(0)
-    model = ShapesNet(lr=0.0)
-    model.load_state_dict(torch.load(CHECKPOINT, weights_only=True))
+    model = trained_shapes_net(lr=0.0)
     before = {name: p.clone() for name, p in model.state_dict().items()}
     logdir = tmp_path_factory.mktemp("quality")
     monitor = ExplanationQualityMonitor(every_n_steps=None, every_n_epochs=1, early_steps=())
