@@ -27,9 +27,8 @@ from lightning_viz import (
     GradCAMMonitor,
     TrainingDiagnostics,
 )
-from lightning_viz.callbacks.deconvnet import top_images
-from lightning_viz.callbacks.filters import beyond_nyquist, filter_spectra, kernel_energy, nyquist_half_width
-from lightning_viz.methods import isolated
+from lightning_viz.diagnostics import beyond_nyquist, filter_spectra, kernel_energy, nyquist_half_width
+from lightning_viz.methods import isolated, top_images
 from lightning_viz.probe import ProbeBatch
 from lightning_viz.probing import ProbeContext
 from lightning_viz.render import _RED, CARD_WIDTH, notice, stack, tile_panel

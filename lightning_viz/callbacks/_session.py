@@ -8,6 +8,7 @@ custom-scalars layout once, and gives each monitor tags of its own.
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 import weakref
@@ -120,7 +121,7 @@ class ProbeSession:
         if trainer.is_global_zero and self.writer is not None and not self.layout_written:
             layout = {}
             for monitor in self.monitors:
-                layout.update(monitor.custom_scalars())
+                layout.update(layout_for(monitor.custom_scalars(), monitor.tag_suffix))
             if layout:
                 self.writer.writer.add_custom_scalars(layout)
             self.layout_written = True
@@ -355,3 +356,21 @@ def _suffix(monitor: ProbeMonitor, others: list[ProbeMonitor]) -> str:
     if differing and len(differing) <= 2:
         return "_" + "_".join(f"{k}-{v}" for k, v in differing)
     return f"_{len(others) + 1}"
+
+
+def layout_for(groups: dict[str, Any], suffix: str) -> dict[str, Any]:
+    """Custom Scalars ``groups`` for a monitor whose tags carry ``suffix`` after their first part (the second
+    monitor of a class: ``diagnostics_2/...``): the groups renamed after it and their regular expressions moved to its
+    tags, so two instances' charts neither merge nor overwrite each other."""
+    if not suffix:
+        return groups
+    escaped = re.escape(suffix)
+
+    def moved(pattern: str) -> str:
+        head, _, rest = pattern.partition("/")
+        return f"{head}{escaped}/{rest}"
+
+    return {
+        f"{group}{suffix}": {title: [kind, [moved(p) for p in patterns]] for title, (kind, patterns) in charts.items()}
+        for group, charts in groups.items()
+    }

@@ -15,7 +15,7 @@ from typing_extensions import override
 
 from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor
 from lightning_viz.diagnostics import rank_correlation
-from lightning_viz.methods import RULES, Rule, receptive_fields, stage_layers
+from lightning_viz.methods import RULES, Rule, receptive_fields, stage_layers, top_images
 from lightning_viz.probing import ProbeContext
 from lightning_viz.render import CARD_WIDTH, grid, tile_panel
 
@@ -50,21 +50,6 @@ def _display(projections: Tensor) -> Tensor:
     scale = torch.maximum(torch.quantile(magnitude, 0.99, dim=1), 0.1 * magnitude.amax(dim=1))
     scale = scale.clamp_min(1e-12)[:, None, None, None]
     return (0.5 + 0.5 * projections / scale).clamp(0, 1)
-
-
-def top_images(activations: Tensor, channel: int, count: int) -> Tensor:
-    """The ``count`` probe images where ``channel`` peaks highest, each at its own peak (ZF Fig. 2's "top 9
-    activations", one per image so that nine patches show nine different inputs), strongest first; images where
-    the channel is silent are left out. Returns rows of (image, channel, y, x), Tensor of shape (<= count, 4)."""
-    maps = activations[:, channel].detach()
-    peak, where = maps.flatten(1).max(dim=1)
-    order = peak.argsort(descending=True, stable=True)[:count]
-    keep = peak[order] != 0
-    keep[0] = True
-    order = order[keep]
-    width = maps.shape[-1]
-    rows = [order, torch.full_like(order, channel), where[order] // width, where[order] % width]
-    return torch.stack(rows, dim=1).cpu()
 
 
 _SCALES = (*range(8, 0, -1), *(1 / d for d in range(2, 17)))
@@ -208,7 +193,8 @@ class DeconvNetMonitor(ProbeMonitor):
             crops = _crop(projections[name][: len(units)], boxes, 0.0)
             patches = _crop(display[units[:, 0]], boxes, 0.5)
             # each channel's strongest unit (its first row): the stability score compares it across probes
-            firsts = torch.tensor([0, *[len(r) for r in shown[name]]]).cumsum(0)[:-1]
+            rows = [len(r) for r in shown[name]]
+            firsts = torch.tensor([0, *itertools.accumulate(rows)])[:-1]
             current = crops[firsts]
             if name in self._previous and len(projections[name]) > len(units):
                 before = self._previous[name][1]
@@ -219,7 +205,6 @@ class DeconvNetMonitor(ProbeMonitor):
             self._previous_boxes[name] = boxes[firsts]
             field = int(boxes[0, 1] - boxes[0, 0])
             values = context.activation(name)[units[:, 0], units[:, 1], units[:, 2], units[:, 3]].float().cpu()
-            rows = [len(r) for r in shown[name]]
             if self.layout == "fig2":
                 logs.images[f"deconvnet/{name}"] = self._fig2(crops, patches, units, values, rows, field, name, step,
                                                               len(images))  # fmt: skip

@@ -9,7 +9,6 @@ and the verdicts' rules and thresholds, chosen from the validation study, are in
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import torch
@@ -59,7 +58,7 @@ __all__ = ["CUSTOM_SCALARS_LAYOUT", "TrainingDiagnostics"]
 # decides it (a ``threshold/...`` series, or the series it is compared with) and its title says which side fails; a
 # chart whose number decides nothing says "no verdict". Numbers whose range spans decades are drawn as their log10.
 # TensorBoard smooths every series that is not constant (0.6 by default, in each dashboard's sidebar): read the
-# verdicts at smoothing 0. ``TrainingDiagnostics.custom_scalars`` renames the groups and tags of a second instance.
+# verdicts at smoothing 0. The session renames the groups and tags of a second instance (``_session.layout_for``).
 CUSTOM_SCALARS_LAYOUT = {
     "kernel size": {
         "verdict: -1 too small, 0 ok, 1 larger than it uses (read at smoothing 0)": [
@@ -163,24 +162,6 @@ def _log10(value: float) -> float | None:
     """``value`` on a log10 axis, for numbers whose range spans decades; None for 0 or less (a frozen layer's update
     ratio), which a log axis cannot show."""
     return math.log10(max(value, _LOG_FLOOR)) if value > 0 else None
-
-
-def layout_for(groups: dict[str, Any], suffix: str) -> dict[str, Any]:
-    """Custom Scalars ``groups`` for a monitor whose tags carry ``suffix`` after their first part (the second
-    monitor of a class: ``diagnostics_2/...``): the groups renamed after it and their regular expressions moved to its
-    tags, so two instances' charts neither merge nor overwrite each other."""
-    if not suffix:
-        return groups
-    escaped = re.escape(suffix)
-
-    def moved(pattern: str) -> str:
-        head, _, rest = pattern.partition("/")
-        return f"{head}{escaped}/{rest}"
-
-    return {
-        f"{group}{suffix}": {title: [kind, [moved(p) for p in patterns]] for title, (kind, patterns) in charts.items()}
-        for group, charts in groups.items()
-    }
 
 
 class TrainingDiagnostics(ProbeMonitor):
@@ -322,8 +303,7 @@ class TrainingDiagnostics(ProbeMonitor):
 
     @override
     def custom_scalars(self) -> dict[str, Any]:
-        groups = {group: CUSTOM_SCALARS_LAYOUT[group] for group in ("kernel size", "stride", "learning rate")}
-        return layout_for(groups, self.tag_suffix)
+        return {group: CUSTOM_SCALARS_LAYOUT[group] for group in ("kernel size", "stride", "learning rate")}
 
     @override
     def expensive_parts(self) -> dict[str, int]:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_viz.callbacks._base import LayerSpec, Needs, ProbeLogs, ProbeMonitor
-from lightning_viz.diagnostics import rim_share
+from lightning_viz.diagnostics import beyond_nyquist, filter_spectra, kernel_energy, nyquist_half_width, rim_share
 from lightning_viz.methods import conv_layer_names, resolve_layer, stage_layers, top_k_units
 from lightning_viz.methods._hooks import forward_until
 from lightning_viz.methods.activation_max import ActivationMaxConfig, maximize_channels
@@ -21,7 +21,7 @@ from lightning_viz.probe import ProbeBatch
 from lightning_viz.probing import ProbeContext
 from lightning_viz.render import CARD_WIDTH, colorize, grid, own_scale, signed_display, stack, tile_panel
 
-__all__ = ["FilterMonitor", "beyond_nyquist", "filter_spectra", "filter_tiles", "kernel_energy", "nyquist_half_width"]
+__all__ = ["FilterMonitor", "filter_tiles"]
 
 
 def filter_tiles(weight: Tensor) -> Tensor:
@@ -32,44 +32,6 @@ def filter_tiles(weight: Tensor) -> Tensor:
     if weight.shape[1] == 3:
         return weight
     return weight.reshape(-1, 1, *weight.shape[-2:])
-
-
-def filter_spectra(weight: Tensor, size: int) -> Tensor:
-    """Amplitude spectra of convolution filters: each filter's 2-D DFT zero-padded to ``size`` x ``size``, power
-    summed over input channels, square-rooted, zero frequency in the centre (index ``size // 2``). Tensor of
-    shape (out, size, size)."""
-    if weight.dim() != 4:
-        raise ValueError(f"weight must have shape (out, in, kh, kw), got {tuple(weight.shape)}")
-    spectrum = torch.fft.fft2(weight.detach().float(), s=(size, size))
-    power = (spectrum.real.square() + spectrum.imag.square()).sum(dim=1)  # |X|^2 without a square root: 10x faster
-    centred: Tensor = torch.fft.fftshift(power, dim=(-2, -1))
-    return centred.sqrt()
-
-
-def nyquist_half_width(size: int, stride: int) -> float:
-    """Half the side, in DFT bins of a ``size``-point centred spectrum, of the band a stride passes without
-    aliasing: frequencies up to 1 / (2 * stride) cycles per pixel in each direction."""
-    return size / (2 * stride)
-
-
-def beyond_nyquist(spectra: Tensor, stride: int) -> float:
-    """Share of the energy of centred amplitude spectra (N, size, size) outside the box of a stride's Nyquist
-    limit (energy that the stride folds back onto lower frequencies); 0 for stride 1."""
-    size = spectra.shape[-1]
-    f = (torch.arange(size) - size // 2).abs().double()
-    half = nyquist_half_width(size, stride)
-    inside = (f[:, None] <= half) & (f[None, :] <= half)
-    power = spectra.double().pow(2).sum(dim=0)
-    total = float(power.sum())
-    return float(power[~inside].sum()) / total if total > 0 else 0.0
-
-
-def kernel_energy(weight: Tensor) -> Tensor:
-    """The filters' energy at each kernel position, summed over filters and input channels, as a share of the
-    total: Tensor of shape (kh, kw) summing to 1 (zeros for all-zero weights)."""
-    energy = weight.detach().double().pow(2).sum(dim=(0, 1))
-    total = energy.sum()
-    return (energy / total if total > 0 else energy).float()
 
 
 def _fft_size(n: int) -> int:
@@ -339,11 +301,12 @@ class FilterMonitor(ProbeMonitor):
 
         return render
 
-    def _learned(self, weight: Tensor) -> Tensor | None:
+    def _parts(self, weight: Tensor) -> dict[str, Tensor]:
+        """The filters, and their learned part (now minus initial) once there is one."""
         if self._initial is None or self._initial.shape != weight.shape:
-            return None
+            return {"filters": weight}
         learned = weight - self._initial
-        return learned if learned.norm() > 0 else None
+        return {"filters": weight, "learned part": learned} if learned.norm() > 0 else {"filters": weight}
 
     def _spectra(self, weight: Tensor, name: str, stride: int, where: str, shape: str) -> Any:
         """Mean amplitude spectra of all filters and of their learned part, with the stride's Nyquist box, above
@@ -351,8 +314,7 @@ class FilterMonitor(ProbeMonitor):
         # one DFT per filter, zero-padded to the size a filter's tile is drawn at (a finer grid, not an enlargement;
         # a size of small prime factors, which the FFT handles fast); the mean spectra are those bins enlarged
         room = CARD_WIDTH - 2 * 8
-        learned = self._learned(weight)
-        parts = {"filters": weight} if learned is None else {"filters": weight, "learned part": learned}
+        parts = self._parts(weight)
         columns = math.ceil(math.sqrt(weight.shape[0]))
         size = _fft_size(max(2 * weight.shape[-1], (room - columns - 1) // columns))
         zoom_big = max(1, ((room - 3 * (len(parts) - 1)) // len(parts) - 2) // size)
@@ -383,10 +345,7 @@ class FilterMonitor(ProbeMonitor):
 
     def _kernel_energy(self, weight: Tensor, where: str, shape: str) -> Any:
         """The share of energy at each kernel position, all of it and the learned part, on one colour scale."""
-        parts = {"filters": weight}
-        learned = self._learned(weight)
-        if learned is not None:
-            parts["learned part"] = learned
+        parts = self._parts(weight)
         maps = {label: kernel_energy(part) for label, part in parts.items()}
         k = weight.shape[-1]
         even = 1 / (k * k)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_viz.callbacks._base import Needs, ProbeLogs, ProbeMonitor, nonfinite_message
-from lightning_viz.callbacks.diagnostics import CUSTOM_SCALARS_LAYOUT, layout_for
+from lightning_viz.callbacks.diagnostics import CUSTOM_SCALARS_LAYOUT
 from lightning_viz.diagnostics import (
     blank_maps,
     class_sensitivity,
@@ -185,7 +185,7 @@ class ExplanationQualityMonitor(ProbeMonitor):
 
     @override
     def custom_scalars(self) -> dict[str, Any]:
-        return layout_for({"explanation quality": CUSTOM_SCALARS_LAYOUT["explanation quality"]}, self.tag_suffix)
+        return {"explanation quality": CUSTOM_SCALARS_LAYOUT["explanation quality"]}
 
     @override
     def expensive_parts(self) -> dict[str, int]:

@@ -21,7 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["alias_fraction", "alias_fractions", "lattice_peak_ratio", "shift_consistency", "uneven_overlap"]
+__all__ = [
+    "alias_fraction",
+    "alias_fractions",
+    "beyond_nyquist",
+    "lattice_peak_ratio",
+    "nyquist_half_width",
+    "shift_consistency",
+    "uneven_overlap",
+]
 
 
 def uneven_overlap(kernel: int, stride: int) -> float:
@@ -37,6 +45,24 @@ def uneven_overlap(kernel: int, stride: int) -> float:
     if stride > kernel:
         return math.inf
     return (math.ceil(kernel / stride) / (kernel // stride)) ** 2
+
+
+def nyquist_half_width(size: int, stride: int) -> float:
+    """Half the side, in DFT bins of a ``size``-point centred spectrum, of the band a stride passes without
+    aliasing: frequencies up to 1 / (2 * stride) cycles per pixel in each direction."""
+    return size / (2 * stride)
+
+
+def beyond_nyquist(spectra: Tensor, stride: int) -> float:
+    """Share of the energy of centred amplitude spectra (N, size, size) outside the box of a stride's Nyquist
+    limit (energy that the stride folds back onto lower frequencies); 0 for stride 1."""
+    size = spectra.shape[-1]
+    f = (torch.arange(size) - size // 2).abs().double()
+    half = nyquist_half_width(size, stride)
+    inside = (f[:, None] <= half) & (f[None, :] <= half)
+    power = spectra.double().pow(2).sum(dim=0)
+    total = float(power.sum())
+    return float(power[~inside].sum()) / total if total > 0 else 0.0
 
 
 def alias_fraction(conv: nn.Conv2d, images: Tensor, weight: Tensor | None = None) -> float:

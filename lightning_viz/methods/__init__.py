@@ -10,7 +10,14 @@ from lightning_viz.methods.activation_max import (
     fourier_images,
     maximize_channels,
 )
-from lightning_viz.methods.deconvnet import TopUnits, deconvnet, project_units, receptive_fields, top_k_units
+from lightning_viz.methods.deconvnet import (
+    TopUnits,
+    deconvnet,
+    project_units,
+    receptive_fields,
+    top_images,
+    top_k_units,
+)
 from lightning_viz.methods.grad_cam import grad_cam, grad_cam_maps, normalize_maps
 from lightning_viz.methods.randomization import parametrized_layers, reinitialized
 
@@ -39,5 +46,6 @@ __all__ = [
     "resolve_layer",
     "stage_layers",
     "switchable_relu",
+    "top_images",
     "top_k_units",
 ]

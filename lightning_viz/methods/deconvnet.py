@@ -23,7 +23,7 @@ from lightning_viz.methods._hooks import forward_until
 from lightning_viz.methods._layers import resolve_layer
 from lightning_viz.methods._relu_rules import Rule, linearized, relu_rule
 
-__all__ = ["TopUnits", "deconvnet", "project_units", "receptive_fields", "top_k_units"]
+__all__ = ["TopUnits", "deconvnet", "project_units", "receptive_fields", "top_images", "top_k_units"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,21 @@ def top_k_units(activations: Tensor, k: int) -> TopUnits:
     image, rest = flat // (h * w), flat % (h * w)
     index = torch.stack([image, channel, rest // w, rest % w], dim=1)
     return TopUnits(index=index, value=value)
+
+
+def top_images(activations: Tensor, channel: int, count: int) -> Tensor:
+    """The ``count`` probe images where ``channel`` peaks highest, each at its own peak (ZF Fig. 2's "top 9
+    activations", one per image so that nine patches show nine different inputs), strongest first; images where
+    the channel is silent are left out. Returns rows of (image, channel, y, x), Tensor of shape (<= count, 4)."""
+    maps = activations[:, channel].detach()
+    peak, where = maps.flatten(1).max(dim=1)
+    order = peak.argsort(descending=True, stable=True)[:count]
+    keep = peak[order] != 0
+    keep[0] = True
+    order = order[keep]
+    width = maps.shape[-1]
+    rows = [order, torch.full_like(order, channel), where[order] // width, where[order] % width]
+    return torch.stack(rows, dim=1).cpu()
 
 
 def project_units(
