@@ -15,7 +15,6 @@ MB); :func:`use_native_crc32c` swaps in ``google-crc32c``'s native implementatio
 
 from __future__ import annotations
 
-import io
 import queue
 import threading
 import time
@@ -178,18 +177,18 @@ class BackgroundWriter:
             raise failed
 
     def _add_image(self, tag: str, array: np.ndarray, step: int) -> None:
-        """``add_image``, with the PNG compressed at level 1 with zlib's run-length strategy: a fifth of the time of
-        Pillow's default (level 6) for about the same bytes on our panels."""
+        """``add_image``, with the PNG encoded by :func:`~lightning_viz.render.encode_png` (zlib at level 1,
+        unfiltered rows): a quarter of the time of Pillow's default (level 6) for about the same bytes on our
+        panels."""
         file_writer = getattr(self.writer, "_get_file_writer", None)  # torch's and tensorboardX's SummaryWriter
         if file_writer is None or array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
             self.writer.add_image(tag, array, step, dataformats="HWC")
             return
-        from PIL import Image
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="PNG", compress_level=1, compress_type=3)  # zlib's Z_RLE
+        from lightning_viz.render import encode_png
+
         encoded = Summary.Image(
-            height=array.shape[0], width=array.shape[1], colorspace=3, encoded_image_string=buffer.getvalue()
+            height=array.shape[0], width=array.shape[1], colorspace=3, encoded_image_string=encode_png(array)
         )
         file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)
