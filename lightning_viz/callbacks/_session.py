@@ -83,6 +83,7 @@ class ProbeSession:
         self._skipped_at: set[tuple[str, int]] = set()
         self._last_plan: dict[str, int | None] | None = None
         self._logged_step: int | None = None
+        self.final_step: int | None = None  # the step of the final probe, once it is planned
         self._total_steps: float = float("inf")
         self._forward_seconds: list[float] = []  # the shared forward pass's last times (the parts' priors' unit)
         self._name_monitors()
@@ -200,6 +201,10 @@ class ProbeSession:
         """What runs at ``step`` by the monitors' cadences, stretched by the budget; skipped probes are counted.
         The final probe runs whatever has not run at this step yet: the regular parts always, an expensive part
         where what the probes have spent so far and its cost stay within the budget of the fit's time."""
+        if not final and step != 0 and not any(m.is_probe_step(step) or m.part_step(step) for m in self.monitors):
+            return []  # most steps: nothing to plan (planning at every step cost 0.1 ms a step)
+        if final:
+            self.final_step = step
         factors = self.plan(step)
         self._last_plan = factors
         due = []
@@ -302,7 +307,7 @@ class ProbeSession:
             if not nonfinite:
                 start = time.perf_counter()
                 try:
-                    context = _context(pl_module, first._probe_on(pl_module), [d.monitor for d in group])
+                    context = _context(pl_module, first._probe_on(pl_module), [d.monitor for d in group], self.memo)
                 except Exception as error:
                     for entry in group:
                         entry.monitor._failed(error, step)
@@ -314,7 +319,9 @@ class ProbeSession:
                 entry.monitor._run(pl_module, context, entry.regular, entry.parts, step, nonfinite, shared)
 
 
-def _context(model: nn.Module, probe: ProbeBatch, monitors: Sequence[ProbeMonitor]) -> ProbeContext:
+def _context(
+    model: nn.Module, probe: ProbeBatch, monitors: Sequence[ProbeMonitor], memo: dict[Any, Any]
+) -> ProbeContext:
     layers: dict[str, None] = {}
     inputs_of: dict[str, None] = {}
     gradients = False
@@ -323,7 +330,7 @@ def _context(model: nn.Module, probe: ProbeBatch, monitors: Sequence[ProbeMonito
         layers.update(dict.fromkeys(needs.layers))
         inputs_of.update(dict.fromkeys(needs.inputs_of))
         gradients |= needs.gradients
-    return ProbeContext(model, probe, list(layers), list(inputs_of), gradients)
+    return ProbeContext(model, probe, list(layers), list(inputs_of), gradients, memo)
 
 
 def _groups(due: Sequence[_Due]) -> Iterator[list[_Due]]:

@@ -279,13 +279,15 @@ class DeconvNetMonitor(ProbeMonitor):
         self._previous_boxes = dict(state_dict.get("previous_boxes", {}))
 
     def _boxes(self, model: nn.Module, image_shape: tuple[int, ...], layer: str, yx: Tensor, size: Any) -> Tensor:
-        """Square receptive-field boxes of the units at ``yx``; the full field size comes from a central unit. A
-        position's box is traced once (it does not depend on the weights) and kept."""
-        fields = self._fields.setdefault(layer, {})
+        """Square receptive-field boxes of the units at ``yx``; the full field size comes from a central unit.
+
+        Boxes do not depend on the weights, so they are traced once: at a layer's first probe, the diagonal units
+        (one per row and one per column) and three off the diagonal in one pass; where those three show that a
+        unit's rows depend only on its row and its columns only on its column (any network of convolutions and
+        poolings), every box follows from the diagonal, else each new position is traced when it first shows."""
         if layer not in self._field_size:
-            center = torch.tensor([[int(size[0]) // 2, int(size[1]) // 2]])
-            box = receptive_fields(model, image_shape, layer, center)[0]
-            self._field_size[layer] = int(max(box[1] - box[0], box[3] - box[2]))
+            self._trace_fields(model, image_shape, layer, (int(size[0]), int(size[1])))
+        fields = self._fields[layer]
         positions = [tuple(p) for p in yx.tolist()]
         missing = list(dict.fromkeys(p for p in positions if p not in fields))
         if missing:
@@ -293,3 +295,19 @@ class DeconvNetMonitor(ProbeMonitor):
             fields.update(zip(missing, traced.tolist(), strict=True))
         boxes = torch.tensor([fields[p] for p in positions], dtype=torch.long)
         return _square_boxes(boxes, self._field_size[layer], image_shape[-2], image_shape[-1])
+
+    def _trace_fields(self, model: nn.Module, image_shape: tuple[int, ...], layer: str, size: tuple[int, int]) -> None:
+        h, w = size
+        diagonal = [(min(i, h - 1), min(i, w - 1)) for i in range(max(h, w))]
+        checks = [(0, w - 1), (h - 1, 0), (h // 2, w // 3)]
+        center = (h // 2, w // 2)
+        positions = list(dict.fromkeys([*diagonal, *checks, center]))
+        traced = receptive_fields(model, image_shape, layer, torch.tensor(positions, dtype=torch.long)).tolist()
+        fields = dict(zip(positions, traced, strict=True))
+        box = fields[center]
+        self._field_size[layer] = int(max(box[1] - box[0], box[3] - box[2]))
+        rows = {y: fields[(y, x)][:2] for y, x in diagonal}
+        cols = {x: fields[(y, x)][2:] for y, x in diagonal}
+        if all(fields[p] == [*rows[p[0]], *cols[p[1]]] for p in checks):
+            fields = {(y, x): [*rows[y], *cols[x]] for y in range(h) for x in range(w)}
+        self._fields[layer] = fields

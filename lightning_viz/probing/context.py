@@ -28,6 +28,7 @@ from lightning_viz.methods import (
     top_k_units,
 )
 from lightning_viz.methods._hooks import capture_outputs
+from lightning_viz.methods.unit_crops import crop_grid, project_units_cropped
 from lightning_viz.probe import ProbeBatch
 
 __all__ = ["ProbeContext", "Target"]
@@ -62,6 +63,8 @@ class ProbeContext:
         layers: layers whose outputs are captured.
         inputs_of: layers whose inputs are captured (the first convolution's, for the alias fraction).
         gradients: record the graph, for Grad-CAM and class-score projections; False runs the pass without it.
+        memo: where results that depend only on the architecture and the image size are kept from one step to the
+            next (each layer's crop layout for single-unit projections); None keeps them for this step only.
 
     Raises:
         TypeError: from the forward pass, if a captured layer's output is not a tensor.
@@ -74,8 +77,10 @@ class ProbeContext:
         layers: Collection[str] = (),
         inputs_of: Collection[str] = (),
         gradients: bool = True,
+        memo: dict[Any, Any] | None = None,
     ) -> None:
         self.model = model
+        self._memo = {} if memo is None else memo
         self.probe = probe
         self.images = probe.images
         self.gradients = gradients
@@ -205,11 +210,33 @@ class ProbeContext:
         for layer, layer_keys in by_layer.items():  # a pass per layer: each stops at its own layer
             images = self.images[torch.tensor([n for _, _, (n, *_) in layer_keys], device=self.images.device)]
             cyx = torch.tensor([[c, y, x] for _, _, (_, c, y, x) in layer_keys], dtype=torch.long)
-            plan = {layer: (torch.arange(len(layer_keys)), cyx)}
-            projected = project_units(self.model, images, plan, rule).float().cpu()
+            projected = self._project(layer, images, cyx, rule).float().cpu()
             for i, key in enumerate(layer_keys):
                 self._projections[key] = projected[i]
             self.unit_passes += 1
         return {
             layer: torch.stack([self._projections[key] for key in layer_keys]) for layer, layer_keys in keys.items()
         }
+
+    def _project(self, layer: str, images: Tensor, cyx: Tensor, rule: Rule) -> Tensor:
+        """Single-unit projections, on crops of the images where the layer's crop layout was shown to give the
+        whole-image projections (checked on the first batch of the run: a crop that did not would be caught)."""
+        key = ("crop_grid", layer, tuple(self.images.shape[1:]))
+        if key not in self._memo:
+            whole = project_units(self.model, images, {layer: (torch.arange(len(cyx)), cyx)}, rule)
+            height, width = self._acts[layer].shape[-2:]
+            grid = crop_grid(self.model, tuple(self.images.shape[1:]), layer, (int(height), int(width)))
+            if grid is not None:
+                try:
+                    cropped = project_units_cropped(self.model, images, layer, cyx, grid, rule)
+                    scale = float(whole.abs().max())
+                    if not torch.allclose(cropped, whole, rtol=1e-4, atol=1e-5 * scale):
+                        grid = None
+                except Exception:  # a network that does not take a smaller input: whole images
+                    grid = None
+            self._memo[key] = grid
+            return whole
+        grid = self._memo[key]
+        if grid is None:
+            return project_units(self.model, images, {layer: (torch.arange(len(cyx)), cyx)}, rule)
+        return project_units_cropped(self.model, images, layer, cyx, grid, rule)
