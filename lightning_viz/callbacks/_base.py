@@ -124,6 +124,12 @@ def _positive_or_none(name: str, value: int | None) -> None:
         raise ValueError(f"{name} must be a positive int or None, got {value!r}")
 
 
+def _typical(runs: list[float]) -> float:
+    """The median of the runs after the first once there are any: the first probe also does the run's one-time work
+    (tracing receptive fields, checking the crops of unit projections), which the budget must not plan on."""
+    return statistics.median(runs[1:] if len(runs) > 1 else runs)
+
+
 class ProbeMonitor:
     """Base of the lightning_viz monitors: runs :meth:`compute` on a fixed probe batch at chosen steps.
 
@@ -280,7 +286,7 @@ class ProbeMonitor:
         if not runs:
             return None
         drawn = self._costs.get("render") if part == "regular" else None
-        return statistics.median(runs) + (statistics.median(drawn) if drawn else 0.0)
+        return _typical(runs) + (_typical(drawn) if drawn else 0.0)
 
     # -- Lightning hooks ---------------------------------------------------------------------------------------
 
@@ -389,6 +395,17 @@ class ProbeMonitor:
     def is_probe_step(self, step: int) -> bool:
         """Whether this monitor's own cadence probes at optimizer step ``step`` (before the budget spaces it)."""
         return step in self.early_steps or (self.every_n_steps is not None and step % self.every_n_steps == 0)
+
+    def _early_only(self, step: int) -> bool:
+        """Whether ``step`` is an early probe and nothing more (not step 0, the regular cadence or the final probe):
+        a monitor may leave out there what only the regular probes need."""
+        regular = self.every_n_steps is not None and step % self.every_n_steps == 0
+        final = self._session is not None and self._session.final_step == step
+        return step in self.early_steps and step != 0 and not regular and not final
+
+    def part_step(self, step: int) -> bool:
+        """Whether an expensive part's own cadence falls on optimizer step ``step`` (before the budget spaces it)."""
+        return any(step % every == 0 for every in self.expensive_parts().values())
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The epoch cadence: the last monitor runs every monitor due at this epoch's end in one probe step."""
@@ -601,7 +618,7 @@ class ProbeMonitor:
     def _record(self, part: str, seconds: float) -> None:
         runs = self._costs.setdefault(part, [])
         runs.append(seconds)
-        del runs[:-5]
+        del runs[1:-5]  # the first run and the last five
 
     def _failed(self, error: BaseException, step: int | None, what: str = "probe") -> None:
         """A failed probe (or write) warns once per distinct error and training continues; with

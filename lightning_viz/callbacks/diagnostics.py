@@ -180,7 +180,9 @@ class TrainingDiagnostics(ProbeMonitor):
     ||dW||/||W|| of every convolution across the optimizer step that leads to a probe step, ``dead_channels`` and
     ``cka_previous`` of each stage, and the first layer's ``rms_growth``. The numbers whose range spans decades are
     also logged as their log10 (``log10_learned_share``, ``log10_change``, ``log10_update_ratio``; not for 0), which
-    the Custom Scalars charts draw (:data:`CUSTOM_SCALARS_LAYOUT`).
+    the Custom Scalars charts draw (:data:`CUSTOM_SCALARS_LAYOUT`). The early probes (``early_steps``: 5, 10, 25
+    and 50) are the learning rate's: they leave out the lattice-peak ratio, and the alias fractions while the
+    filters have learned too little for the stride verdict to read them.
 
     Verdicts ``verdict/kernel_size`` (-1 too small, 0 ok, 1 larger than it uses), ``verdict/stride`` (0 ok, 1
     aliasing) and ``verdict/learning_rate`` (-1 too low, 0 ok, 1 too high) are logged only where there is evidence
@@ -403,7 +405,11 @@ class TrainingDiagnostics(ProbeMonitor):
         put(f"diagnostics/map_size/{deepest}", min(acts[deepest].shape[-2:]))
 
         alias = None
-        if inputs:
+        # an early probe is the learning rate's: the alias fraction waits until the stride verdict can read it (the
+        # filters learned enough) and the lattice peaks until the regular probes (no verdict reads them)
+        early = self._early_only(step)
+        share = logs.scalars.get(f"diagnostics/learned_share/{tag}")
+        if inputs and not (early and (share is None or share < self.thresholds.min_learned)):
             weights: list[Tensor | None] = [None]
             if learned is not None and learned.norm() > 0:
                 weights.append(learned.to(first.weight.device, first.weight.dtype))
@@ -414,9 +420,9 @@ class TrainingDiagnostics(ProbeMonitor):
                 put(f"diagnostics/learned_alias_fraction/{tag}", fractions[1])
 
         top = context.top_units(deepest, self.top_k)
-        projections = context.project(deepest, top.index, "deconvnet")  # shared with DeconvNetMonitor's panel
-        h, w = projections.shape[-2:]
-        if stride <= min(h, w):
+        projections = None if early else context.project(deepest, top.index, "deconvnet")  # shared with the panel
+        h, w = (0, 0) if projections is None else projections.shape[-2:]
+        if projections is not None and stride <= min(h, w):
             lpr = lattice_peak_ratio(projections[..., : h - h % stride, : w - w % stride], stride)
             put(f"diagnostics/lattice_peak_ratio/{tag}", lpr)
 

@@ -91,7 +91,9 @@ class FilterMonitor(ProbeMonitor):
     - ``responses/<layer>/image_<i>``: every channel of each layer for the first ``feature_map_images`` probe
       images, beside the image, each channel on its own scale; channels that are zero on the whole probe batch are
       framed in red (their fraction is a learning-rate diagnostic: :class:`~lightning_viz.TrainingDiagnostics`
-      logs it).
+      logs it). Drawn at step 0 and at the regular probes; the early probes (``early_steps``: 10, 25 and 50) draw
+      the filter panels only, where a learning rate too high shows first, and leave the feature maps out (they
+      were half of those probes' cost).
     - ``responses/<layer>/activation_max``: for the ``activation_max_channels`` strongest channels of the deepest
       layer, an input optimised to excite the channel: a decorrelated Fourier image whose colours are decorrelated
       as the probe's are, under random jitter, scaling and rotation (Olah et al. 2017; see
@@ -211,6 +213,8 @@ class FilterMonitor(ProbeMonitor):
         logs = ProbeLogs()
         name = self._filter_name(model)
         logs.images.update(self._filters(resolve_layer(model, name)[1], name, step))
+        if self._early_only(step):
+            return logs
         display = probe.display_images()
         for layer in self.layer_names:
             act = context.activation(layer)

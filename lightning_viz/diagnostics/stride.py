@@ -98,7 +98,13 @@ def alias_fractions(conv: nn.Conv2d, images: Tensor, weights: Sequence[Tensor | 
         return [alias_fractions(conv, images, [w])[0] for w in weights]
     with torch.no_grad():
         padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
-        response = F.conv2d(images.to(stacked.dtype), stacked, None, 1, padding, conv.dilation, groups).float()
+        # channels-last: oneDNN's direct convolution of a 3-channel input then took a third of the time on a CPU
+        last = torch.channels_last
+        inputs, stacked = (
+            images.to(stacked.dtype).contiguous(memory_format=last),
+            stacked.contiguous(memory_format=last),
+        )
+        response = F.conv2d(inputs, stacked, None, 1, padding, conv.dilation, groups).float().contiguous()
         response = response - response.mean(dim=(2, 3), keepdim=True)
         coefficients = torch.fft.rfft2(response)
         power = coefficients.real.square() + coefficients.imag.square()  # |X|^2 without a square root
