@@ -64,3 +64,39 @@ def test_numpy_in_numpy_out() -> None:
     np.testing.assert_allclose(overlay(images, maps), overlay(torch.from_numpy(images), torch.from_numpy(maps)).numpy())
     assert isinstance(grid(images, columns=2), np.ndarray)
     assert isinstance(grid(torch.from_numpy(images), columns=2), torch.Tensor)
+
+
+def test_encode_png_round_trips_with_isal_and_with_zlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from PIL import Image
+
+    from lightning_viz.render import encode_png
+
+    rng = np.random.default_rng(0)
+    image = np.full((37, 53, 3), 255, dtype=np.uint8)
+    image[5:30, 7:40] = rng.integers(0, 256, (25, 33, 3), dtype=np.uint8)
+    with_isal = encode_png(image)
+    monkeypatch.setitem(sys.modules, "isal", None)  # as on a platform without the package: zlib
+    with_zlib = encode_png(image)
+    for encoded in (with_isal, with_zlib):
+        decoded = Image.open(io.BytesIO(encoded))
+        assert decoded.format == "PNG" and decoded.mode == "RGB"
+        assert np.array_equal(np.asarray(decoded), image)
+    with pytest.raises(ValueError, match="uint8"):
+        encode_png(image.astype(np.float32))
+
+
+def test_captions_are_drawn_as_pillow_draws_them() -> None:
+    from PIL import Image, ImageDraw
+
+    from lightning_viz.render import _draw_text, _font
+
+    for text, anchor, size, bold in [("one line ✗", "la", 13, True), ("two\nlines p=0.93", "ld", 12, False)]:
+        ours, theirs = (Image.new("RGB", (160, 60), (255, 255, 255)) for _ in range(2))
+        _draw_text(ImageDraw.Draw(ours), (5, 45 if anchor == "ld" else 5), text, size, bold, anchor, spacing=2)
+        ImageDraw.Draw(theirs).text((5, 45 if anchor == "ld" else 5), text, fill=(0, 0, 0), font=_font(size, bold),
+                                    anchor=anchor, spacing=2)  # fmt: skip
+        assert np.asarray(ours).min() < 100  # something was drawn
+        assert np.array_equal(np.asarray(ours), np.asarray(theirs)), text

@@ -97,3 +97,20 @@ def test_the_probe_context_uses_crops_only_where_they_were_shown_exact(model_nam
         assert torch.allclose(projected, whole, rtol=1e-4, atol=1e-6 * float(whole.abs().max())), step
     grid = memo[("crop_grid", layer, (3, 64, 64))]
     assert (grid is not None) == (model_name == "shapes_net")
+
+
+@pytest.mark.parametrize(("name", "layer"), [("shapes_net", "relu2"), ("resnet18", "layer2"), ("resnet18", "layer4")])
+def test_receptive_fields_from_the_diagonal_equal_each_position_traced(name: str, layer: str) -> None:
+    from lightning_viz import DeconvNetMonitor
+    from lightning_viz.methods import receptive_fields
+
+    model = trained_shapes_net() if name == "shapes_net" else torchvision.models.resnet18(weights=None)
+    model.eval()
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        h, w = forward_until(model, images, dict([resolve_layer(model, layer)]))[layer].shape[-2:]
+    monitor = DeconvNetMonitor()
+    monitor._trace_fields(model, (3, 64, 64), layer, (h, w))
+    everywhere = torch.tensor([(y, x) for y in range(h) for x in range(w)])
+    traced = receptive_fields(model, (3, 64, 64), layer, everywhere).tolist()
+    assert [monitor._fields[layer][(y, x)] for y, x in everywhere.tolist()] == traced
