@@ -281,9 +281,10 @@ class ProbeMonitor:
 
     def cost(self, part: str = "regular") -> float | None:
         """The median measured seconds of a part over its last runs (for the regular part, with the CPU time that
-        drawing and writing its results took on the writer thread); None before it ran."""
+        drawing and writing its results took on the writer thread); None before it ran, and for the regular part
+        until it ran twice (the first probe also traces the network: assumed to fit until measured again)."""
         runs = self._costs.get(part)
-        if not runs:
+        if not runs or (part == "regular" and len(runs) == 1):  # the first probe's cost includes one-time work
             return None
         drawn = self._costs.get("render") if part == "regular" else None
         return _typical(runs) + (_typical(drawn) if drawn else 0.0)
