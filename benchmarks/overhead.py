@@ -9,7 +9,9 @@ the suite is the README's default usage, every argument left at its default:
 
 Each run starts with ``seed_everything(0)`` and a fresh model, so the runs differ only in the callbacks (the bare
 run keeps the TensorBoardLogger). It reports the median wall time of ``trainer.fit`` bare and with the suite,
-the overhead (suite / bare - 1) with its spread over the pairs, the probe steps the suite made (the steps of its
+the overhead (suite / bare - 1) with its spread over the pairs, the overhead within runs (each run's time beyond its
+own median training step, suite minus bare: the machine's speed drifted 10-20 % between runs here, which the first
+ratio counts as cost), the probe steps the suite made (the steps of its
 ``viz/overhead_ms/*`` scalars), the probe time the monitors logged themselves, the event-file bytes per probe
 step (suite minus bare) and whether both runs end with the same weights. Any ``viz/budget*`` scalar the suite
 logs is printed too.
@@ -54,7 +56,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import torchvision
-from pytorch_lightning import LightningModule, Trainer, seed_everything
+from pytorch_lightning import Callback, LightningModule, Trainer, seed_everything
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor
@@ -190,6 +192,24 @@ class Run:
     event_bytes: int
     scalars: dict[str, list[tuple[int, float]]]
     checksum: float
+    typical_step: float  # the median time between the starts of two training batches
+
+    def excess(self, steps: int) -> float:
+        """Seconds of the fit beyond ``steps`` typical steps: setup, validation, probes, the writer's work."""
+        return self.seconds - steps * self.typical_step
+
+
+class StepClock(Callback):
+    """The start time of every training batch (the same callback in the bare and the monitored runs)."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        self.starts.append(time.perf_counter())
+
+    def typical(self) -> float:
+        return statistics.median(b - a for a, b in zip(self.starts, self.starts[1:], strict=False))
 
 
 def event_files(log_dir: Path) -> list[Path]:
@@ -211,13 +231,14 @@ def fit(workload: Workload, steps: int, device: str, monitored: bool) -> Run:
     seed_everything(0, verbose=False)
     model = workload.model()
     train, val = workload.loaders()
+    clock = StepClock()
     with tempfile.TemporaryDirectory() as tmp:
         logger = TensorBoardLogger(tmp)
         trainer = Trainer(
             accelerator=device,
             devices=1,
             logger=logger,
-            callbacks=suite() if monitored else [],
+            callbacks=[*(suite() if monitored else []), clock],
             enable_progress_bar=False,
             enable_model_summary=False,
             enable_checkpointing=False,
@@ -233,7 +254,15 @@ def fit(workload: Workload, steps: int, device: str, monitored: bool) -> Run:
         event_bytes = sum(path.stat().st_size for path in event_files(log_dir))
         scalars = read_scalars(log_dir)
     checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
-    return Run(seconds, event_bytes, scalars, checksum)
+    return Run(seconds, event_bytes, scalars, checksum, clock.typical() if len(clock.starts) > 1 else seconds / steps)
+
+
+def within_run(bare: Run, monitored: Run, steps: int) -> float:
+    """The suite's cost measured against each run's own typical step: (the suite run's excess over its typical steps
+    - the bare run's) / the bare run's typical steps. The machine's speed drifts between runs (bare runs of one
+    benchmark measured 41-49 s), which the ratio of the two totals takes for the suite's cost; a training step that
+    no probe touches measured the same with and without the suite, so each run's median step is its own yardstick."""
+    return (monitored.excess(steps) - bare.excess(steps)) / (steps * bare.typical_step)
 
 
 def probe_steps(run: Run) -> list[int]:
@@ -261,6 +290,7 @@ class Result:
         bare = statistics.median(r.seconds for r in self.bare)
         monitored = statistics.median(r.seconds for r in self.monitored)
         ratios = [m.seconds / b.seconds - 1 for b, m in pairs]
+        within = [within_run(b, m, self.steps) for b, m in pairs]
         probes = len(probe_steps(self.monitored[0]))
         extra = statistics.median(m.event_bytes - b.event_bytes for b, m in pairs)
         logged = statistics.median(logged_probe_seconds(r) for r in self.monitored)
@@ -274,6 +304,7 @@ class Result:
             f"{monitored:.1f}",
             f"{100 * (monitored / bare - 1):+.0f}%",
             f"{100 * min(ratios):+.0f}%..{100 * max(ratios):+.0f}%",
+            f"{100 * statistics.median(within):+.1f}% ({100 * min(within):+.1f}%..{100 * max(within):+.1f}%)",
             str(probes),
             "-" if gap is None else str(gap),
             f"{logged:.1f}",
@@ -299,6 +330,7 @@ HEADER = [
     "suite median (s)",
     "overhead",
     "per-pair range",
+    "within runs (pairs)",
     "probe steps",
     "widest gap after step 100",
     "probe time logged (s)",
@@ -370,7 +402,10 @@ def report(results: list[Result], device: str, notes: list[str], load_before: fl
             table(results),
             "",
             "overhead: median suite time / median bare time - 1; per-pair range: min..max of suite / bare - 1 over "
-            "the pairs; widest gap: the most steps any monitor went without a regular probe after step 100 (the end of "
+            "the pairs; within runs: each pair's (suite fit time - its steps at its own median step time) - (the same "
+            "for the bare run), over the bare run's steps at its median step time: the suite's cost with the drift of "
+            "the machine's speed between runs taken out (median, min..max over the pairs); widest gap: the most "
+            "steps any monitor went without a regular probe after step 100 (the end of "
             "the run counts); probe time logged: the monitors' own `viz/overhead_ms/probe_step` (else "
             "`viz/overhead_ms/<Monitor>`) scalars summed (median run); event bytes: suite minus bare event files "
             "(median pair), per probe step; same weights: the parameters sum to the same value after the bare and "

@@ -110,9 +110,10 @@ class ProbeSession:
         if self.started:
             return
         self.started = True
+        self._fit_start = time.perf_counter()
         for monitor in self.monitors:
             monitor._prepare(trainer, pl_module, self)
-        self._fit_start = time.perf_counter()
+        self._probe_seconds += time.perf_counter() - self._fit_start  # drawing the probe, tracing layers: the suite's
         self._start_step = trainer.global_step
         try:  # validate/test have no train loader to count
             steps = trainer.estimated_stepping_batches if trainer.training or trainer.state.fn == "fit" else None
