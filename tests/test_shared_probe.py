@@ -283,3 +283,26 @@ def test_the_final_probe_runs_an_expensive_part_only_where_the_budget_has_room(t
     assert ("responses/net.conv3/activation_max" in events.Tags()["images"]) == (budget is None)
     if budget is None:
         assert [e.step for e in events.Images("responses/net.conv3/activation_max")] == [60]
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+def test_early_probes_are_the_learning_rates(tmp_path: Path) -> None:
+    """An early probe (not step 0, the cadence or the final one) leaves out what only the regular probes need:
+    FilterMonitor its feature maps, TrainingDiagnostics its lattice peaks (and alias fractions while the filters have
+    learned too little for the stride verdict); the final probe at an early step is whole."""
+    filters = FilterMonitor(every_n_steps=10, early_steps=(3, 6), activation_max_channels=0, budget=None)
+    diagnostics = TrainingDiagnostics(every_n_steps=10, early_steps=(3, 6), budget=None)
+    _, trainer = fit_classifier(tmp_path, [filters, diagnostics], max_steps=6, limit_val_batches=0)
+    assert trainer.logger is not None and trainer.logger.log_dir is not None
+    events = read_events(trainer.logger.log_dir)
+    tags = events.Tags()
+    maps = [t for t in tags["images"] if t.startswith("responses/") and t.endswith("/image_0")]
+    assert maps
+    for tag in maps:  # step 0 and the final probe (6), not the early probe at 3
+        assert [e.step for e in events.Images(tag)] == [0, 6], tag
+    (change,) = [t for t in tags["images"] if t.startswith("filters/") and t.endswith("/change")]
+    assert [e.step for e in events.Images(change)] == [0, 3, 6]  # the filters at every probe
+    lattice = [t for t in tags["scalars"] if t.startswith("diagnostics/lattice_peak_ratio/")]
+    assert lattice and all([e.step for e in events.Scalars(t)] == [0, 6] for t in lattice)
+    verdicts = [e.step for e in events.Tensors("diagnostics/verdicts/text_summary")]
+    assert verdicts == [0, 3, 6]  # the learning-rate verdict at every probe

@@ -401,7 +401,7 @@ class ProbeMonitor:
         """Whether ``step`` is an early probe and nothing more (not step 0, the regular cadence or the final probe):
         a monitor may leave out there what only the regular probes need."""
         regular = self.every_n_steps is not None and step % self.every_n_steps == 0
-        final = self._session is not None and self._session.final_step == step
+        final = self._session is not None and self._session.is_last(step)
         return step in self.early_steps and step != 0 and not regular and not final
 
     def part_step(self, step: int) -> bool:

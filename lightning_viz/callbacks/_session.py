@@ -128,6 +128,10 @@ class ProbeSession:
                 self.writer.writer.add_custom_scalars(layout)
             self.layout_written = True
 
+    def is_last(self, step: int) -> bool:
+        """Whether ``step`` is the fit's last optimizer step (as far as the trainer can tell) or its final probe's."""
+        return self.final_step == step or step >= self._total_steps
+
     def shared_probe(self, probe: ProbeBatch) -> ProbeBatch:
         """The session's probe batch equal to ``probe`` (the same object for all monitors that probe the same
         images, so the checkpoint holds one copy and the step one forward pass), or ``probe`` itself."""
