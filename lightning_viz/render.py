@@ -256,12 +256,12 @@ def _draw_text(
     lines = text.split("\n")
     black = draw.draw.draw_ink((0, 0, 0))
     x, top = xy
-    if len(lines) > 1 and anchor[1] == "d":  # as Pillow places the lines of multiline text
-        top -= (len(lines) - 1) * _line_spacing(size, bold, spacing)
+    step = _line_spacing(size, bold, spacing) if len(lines) > 1 else 0  # as Pillow places multiline text
+    if anchor[1] == "d":
+        top -= (len(lines) - 1) * step
     for i, line in enumerate(lines):
         mask, (dx, dy) = _mask(line, size, bold, anchor)
-        y = top + i * _line_spacing(size, bold, spacing) if len(lines) > 1 else top
-        draw.draw.draw_bitmap((int(x) + dx, int(y) + dy), mask, black)
+        draw.draw.draw_bitmap((int(x) + dx, int(top + i * step) + dy), mask, black)
 
 
 @lru_cache(maxsize=8)

@@ -419,12 +419,13 @@ class TrainingDiagnostics(ProbeMonitor):
             if len(fractions) > 1:
                 put(f"diagnostics/learned_alias_fraction/{tag}", fractions[1])
 
-        top = context.top_units(deepest, self.top_k)
-        projections = None if early else context.project(deepest, top.index, "deconvnet")  # shared with the panel
-        h, w = (0, 0) if projections is None else projections.shape[-2:]
-        if projections is not None and stride <= min(h, w):
-            lpr = lattice_peak_ratio(projections[..., : h - h % stride, : w - w % stride], stride)
-            put(f"diagnostics/lattice_peak_ratio/{tag}", lpr)
+        if not early:
+            top = context.top_units(deepest, self.top_k)
+            projections = context.project(deepest, top.index, "deconvnet")  # shared with DeconvNetMonitor's panel
+            h, w = projections.shape[-2:]
+            if stride <= min(h, w):
+                lpr = lattice_peak_ratio(projections[..., : h - h % stride, : w - w % stride], stride)
+                put(f"diagnostics/lattice_peak_ratio/{tag}", lpr)
 
         ratios = []
         if self._before is not None and self._before[0] == step:

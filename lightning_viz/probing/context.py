@@ -28,7 +28,7 @@ from lightning_viz.methods import (
     top_k_units,
 )
 from lightning_viz.methods._hooks import capture_outputs
-from lightning_viz.methods.unit_crops import crop_grid, project_units_cropped
+from lightning_viz.methods.unit_crops import CropGrid, crop_grid, project_units_cropped
 from lightning_viz.probe import ProbeBatch
 
 __all__ = ["ProbeContext", "Target"]
@@ -222,21 +222,23 @@ class ProbeContext:
         """Single-unit projections, on crops of the images where the layer's crop layout was shown to give the
         whole-image projections (checked on the first batch of the run: a crop that did not would be caught)."""
         key = ("crop_grid", layer, tuple(self.images.shape[1:]))
+        grid = self._memo.get(key)
+        if grid is not None:
+            return project_units_cropped(self.model, images, layer, cyx, grid, rule)
+        whole = project_units(self.model, images, {layer: (torch.arange(len(cyx)), cyx)}, rule)
         if key not in self._memo:
-            whole = project_units(self.model, images, {layer: (torch.arange(len(cyx)), cyx)}, rule)
-            height, width = self._acts[layer].shape[-2:]
-            grid = crop_grid(self.model, tuple(self.images.shape[1:]), layer, (int(height), int(width)))
-            if grid is not None:
-                try:
-                    cropped = project_units_cropped(self.model, images, layer, cyx, grid, rule)
-                    scale = float(whole.abs().max())
-                    if not torch.allclose(cropped, whole, rtol=1e-4, atol=1e-5 * scale):
-                        grid = None
-                except Exception:  # a network that does not take a smaller input: whole images
-                    grid = None
-            self._memo[key] = grid
-            return whole
-        grid = self._memo[key]
+            self._memo[key] = self._checked_grid(layer, images, cyx, rule, whole)
+        return whole
+
+    def _checked_grid(self, layer: str, images: Tensor, cyx: Tensor, rule: Rule, whole: Tensor) -> CropGrid | None:
+        """The layer's crop layout if its crops give ``whole``, the whole-image projections, else None."""
+        height, width = self._acts[layer].shape[-2:]
+        grid = crop_grid(self.model, tuple(self.images.shape[1:]), layer, (int(height), int(width)))
         if grid is None:
-            return project_units(self.model, images, {layer: (torch.arange(len(cyx)), cyx)}, rule)
-        return project_units_cropped(self.model, images, layer, cyx, grid, rule)
+            return None
+        try:
+            cropped = project_units_cropped(self.model, images, layer, cyx, grid, rule)
+        except Exception:  # a network that does not take a smaller input: whole images
+            return None
+        scale = float(whole.abs().max())
+        return grid if torch.allclose(cropped, whole, rtol=1e-4, atol=1e-5 * scale) else None
