@@ -100,3 +100,20 @@ def test_captions_are_drawn_as_pillow_draws_them() -> None:
                                     anchor=anchor, spacing=2)  # fmt: skip
         assert np.asarray(ours).min() < 100  # something was drawn
         assert np.array_equal(np.asarray(ours), np.asarray(theirs)), text
+
+
+def test_a_panel_drawn_again_loads_no_font() -> None:
+    """Fonts are kept for every size a probe step uses: the wrap, fit and caption caches key on the font, so a
+    font loaded again missed all three (a step's panels took twice as long to draw)."""
+    from lightning_viz.render import _font, notice
+
+    def draw() -> None:
+        for size in (9, 10, 11, 12, 14):
+            tile_panel([[np.ones((3, 8, 8), np.float32)]], [["caption"]], title="title", subtitle="what it shows",
+                       font_size=size)  # fmt: skip
+        notice("failed", "a notice")
+
+    draw()
+    misses = _font.cache_info().misses
+    draw()
+    assert _font.cache_info().misses == misses
