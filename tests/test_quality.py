@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from conftest import (
     AwkwardNet,
@@ -63,6 +64,19 @@ def test_imputation_keeps_known_pixels_and_continues_a_ramp_without_an_edge() ->
     fast = noisy_linear_imputation(images, removed, noise=0.0)  # the default: a few iterations per scale
     span = images.amax(dim=(2, 3)) - images.amin(dim=(2, 3))
     assert ((fast - images).abs().amax(dim=(2, 3)) / span).max() < 0.03
+
+
+def test_neighbour_sum_is_roads_weighted_sum_of_the_eight_neighbours() -> None:
+    """The in-place separable sum equals its definition: a 3x3 convolution (1/6 direct, 1/12 diagonal neighbours,
+    0 the centre), zero beyond the border."""
+    from lightning_viz.diagnostics.faithfulness import _neighbour_sum
+
+    x = torch.randn(3, 2, 9, 7, generator=torch.Generator().manual_seed(0))
+    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 0.0, 2.0], [1.0, 2.0, 1.0]], dtype=torch.float64) / 12
+    expected = F.conv2d(x.double().flatten(0, 1)[:, None], kernel[None, None], padding=1).view(x.shape)
+    before = x.clone()
+    assert torch.allclose(_neighbour_sum(x).double(), expected, atol=1e-6)
+    assert torch.equal(x, before)  # in place only on its own buffers
 
 
 def test_imputation_noise_is_seeded_scaled_and_leaves_the_global_generator_alone() -> None:
