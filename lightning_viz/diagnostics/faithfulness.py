@@ -31,8 +31,8 @@ def _neighbour_sum(x: Tensor) -> Tensor:
     neighbour, 1/12 for each diagonal one, i.e. ([1, 2, 1] x [1, 2, 1] - 4 * centre) / 12, done separably."""
     p = F.pad(x, (1, 1, 1, 1))
     # in place, in the order of (a + 2 b + c - 4 x) / 12: the same bits, a third of the time (fewer passes over memory)
-    rows = p[..., 1:-1, :].mul(2).add_(p[..., :-2, :]).add_(p[..., 2:, :])
-    return rows[..., 1:-1].mul(2).add_(rows[..., :-2]).add_(rows[..., 2:]).sub_(x, alpha=4).div_(12)
+    rows = torch.add(p[..., :-2, :], p[..., 1:-1, :], alpha=2).add_(p[..., 2:, :])
+    return torch.add(rows[..., :-2], rows[..., 1:-1], alpha=2).add_(rows[..., 2:]).sub_(x, alpha=4).div_(12)
 
 
 def _solve(values: Tensor, known: Tensor, fallback: Tensor, iterations: int) -> Tensor:
