@@ -285,6 +285,29 @@ def test_the_final_probe_runs_an_expensive_part_only_where_the_budget_has_room(t
         assert [e.step for e in events.Images("responses/net.conv3/activation_max")] == [60]
 
 
+def test_the_final_probe_admits_expensive_parts_only_while_together_they_fit() -> None:
+    """Each expensive part is checked against what the probes spent, the final probe's regular parts and the parts
+    admitted before it: two parts that each fit alone but not together run one (the first monitor's)."""
+    from lightning_viz.callbacks._session import session_for
+
+    filters = FilterMonitor(every_n_steps=10, activation_max_every_n_steps=1000, budget=0.1)
+    quality = ExplanationQualityMonitor(every_n_steps=10, expensive_every_n_steps=1000, budget=0.1)
+    trainer = Trainer(callbacks=[filters, quality], logger=False, enable_progress_bar=False)
+    session = session_for(trainer)
+    session._fit_start = time.perf_counter() - 100.0  # 100 s of fit so far: 10 s within the budget
+    session._probe_seconds = 4.0
+    filters._costs = {"regular": [1.0, 1.0], "activation_max": [3.0]}
+    quality._costs = {"regular": [1.0, 1.0], "randomization_and_faithfulness": [3.0]}
+    # 4 s spent + 2 s of regular parts + 3 s: the first part fits (9 s); the second would make 12 s
+    due = {d.monitor: d for d in session.due(120, final=True)}
+    assert due[filters].regular and due[filters].parts == ["activation_max"]
+    assert due[quality].regular and due[quality].parts == []
+    session._fit_start -= 20.0  # 120 s: 12 s fit, both run
+    session._steps_done.clear()
+    due = {d.monitor: d for d in session.due(120, final=True)}
+    assert due[quality].parts == ["randomization_and_faithfulness"]
+
+
 @pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
 def test_early_probes_are_the_learning_rates(tmp_path: Path) -> None:
     """An early probe (not step 0, the cadence or the final one) leaves out what only the regular probes need:

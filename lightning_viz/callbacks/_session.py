@@ -194,18 +194,19 @@ class ProbeSession:
             cost = monitor.part_passes(name) * statistics.median(self._forward_seconds)
         return cost
 
-    def _affordable(self, cost: float | None, step: int) -> bool:
-        """Whether the probes' time so far and ``cost`` stay within the budget of the fit's wall time so far (always,
-        during the warm-up, as for the cadences)."""
+    def _affordable(self, cost: float | None, step: int, admitted: float = 0.0) -> bool:
+        """Whether the probes' time so far, what this probe step has ``admitted`` already and ``cost`` stay within
+        the budget of the fit's wall time so far (always, during the warm-up, as for the cadences)."""
         if self.budget is None or cost is None or self._fit_start is None or step - self._start_step < WARMUP_STEPS:
             return True
         elapsed = time.perf_counter() - self._fit_start
-        return self._spent() + cost <= self.budget * elapsed
+        return self._spent() + admitted + cost <= self.budget * elapsed
 
     def due(self, step: int, final: bool = False) -> list[_Due]:
         """What runs at ``step`` by the monitors' cadences, stretched by the budget; skipped probes are counted.
         The final probe runs whatever has not run at this step yet: the regular parts always, an expensive part
-        where what the probes have spent so far and its cost stay within the budget of the fit's time."""
+        where what the probes have spent so far, the final probe's regular parts and the expensive parts admitted
+        before it, and its own cost stay within the budget of the fit's time (in the monitors' order)."""
         if not final and step != 0 and not any(m.is_probe_step(step) or m.part_step(step) for m in self.monitors):
             return []  # most steps: nothing to plan (planning at every step cost 0.1 ms a step)
         if final:
@@ -213,6 +214,12 @@ class ProbeSession:
         factors = self.plan(step)
         self._last_plan = factors
         due = []
+        # the final probe's regular parts always run: what they will cost counts before any expensive part's
+        admitted = 0.0
+        if final:
+            admitted = sum(
+                m.cost("regular") or 0.0 for m in self.monitors if (id(m), step, "regular") not in self._steps_done
+            )
         for monitor in self.monitors:
             every = monitor.every_n_steps
             done = (id(monitor), step, "regular") in self._steps_done
@@ -228,10 +235,12 @@ class ProbeSession:
                 if step == 0 or (id(monitor), step, name) in self._steps_done or (not final and step % part_every):
                     continue
                 part_factor = factors.get(key, 1)
-                if (final and self._affordable(self._part_cost(monitor, name), step)) or (
+                cost = self._part_cost(monitor, name) if final else None
+                if (final and self._affordable(cost, step, admitted)) or (
                     not final and part_factor is not None and step % (part_every * part_factor) == 0
                 ):
                     parts.append(name)
+                    admitted += cost or 0.0
                 else:
                     self._skip(key, step)
             if final:  # what the last batch's hook skipped at this step runs after all
