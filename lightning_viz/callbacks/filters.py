@@ -111,7 +111,7 @@ class FilterMonitor(ProbeMonitor):
         activation_max_layer: the layer for activation maximisation; None: the deepest of ``layers``.
         activation_max_channels: channels optimised (0: no activation maximisation).
         activation_max_steps: optimisation steps (32: on ShapesNet the images then reach 0.9 of the activation that
-            64 steps reach, and already 3-6 times the best probe image's: ``benchmarks/activation_max.md``).
+            64 steps reach, on average 5.2-5.6 times the best probe image's: ``benchmarks/activation_max.md``).
         activation_max_every_n_steps: cadence of activation maximisation, in optimizer steps.
         **kwargs: probe, cadence and error options of :class:`~lightning_viz.callbacks.ProbeMonitor`.
 
