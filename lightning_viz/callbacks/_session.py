@@ -204,9 +204,10 @@ class ProbeSession:
 
     def due(self, step: int, final: bool = False) -> list[_Due]:
         """What runs at ``step`` by the monitors' cadences, stretched by the budget; skipped probes are counted.
-        The final probe runs whatever has not run at this step yet: the regular parts always, an expensive part
-        where what the probes have spent so far, the final probe's regular parts and the expensive parts admitted
-        before it, and its own cost stay within the budget of the fit's time (in the monitors' order)."""
+        The final probe runs whatever has not run at this step yet: the regular parts always, an expensive part that
+        has never run always, and another where what the probes have spent so far, the final probe's regular parts
+        and the expensive parts admitted before it, and its own cost stay within the budget of the fit's time (in
+        the monitors' order)."""
         if not final and step != 0 and not any(m.is_probe_step(step) or m.part_step(step) for m in self.monitors):
             return []  # most steps: nothing to plan (planning at every step cost 0.1 ms a step)
         if final:
@@ -236,7 +237,10 @@ class ProbeSession:
                     continue
                 part_factor = factors.get(key, 1)
                 cost = self._part_cost(monitor, name) if final else None
-                if (final and self._affordable(cost, step, admitted)) or (
+                # a part that never ran runs at the final probe whatever the budget: a monitor attached for it shows
+                # it at least once (the budget spaces the parts; it does not remove them)
+                first = final and monitor.cost(name) is None
+                if (final and (first or self._affordable(cost, step, admitted))) or (
                     not final and part_factor is not None and step % (part_every * part_factor) == 0
                 ):
                     parts.append(name)
