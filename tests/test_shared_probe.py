@@ -286,13 +286,24 @@ def test_the_final_probe_runs_an_expensive_part_only_where_the_budget_has_room(t
     assert shown == ([20, 40] if budget else [20, 40, 60])
 
 
-@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
-def test_an_expensive_part_that_never_ran_runs_at_the_final_probe_whatever_the_budget(tmp_path: Path) -> None:
-    monitor = FilterMonitor(every_n_steps=10, activation_max_every_n_steps=1000, activation_max_steps=2,
-                            activation_max_channels=1, budget=1e-6)  # fmt: skip
-    _, trainer = fit_classifier(tmp_path, [monitor], max_steps=60, limit_val_batches=0)
-    events = read_events(trainer.logger.log_dir)
-    assert [e.step for e in events.Images("responses/net.conv3/activation_max")] == [60]
+def test_an_expensive_part_that_never_ran_runs_at_the_final_probe_where_the_fit_holds_it() -> None:
+    """A part that never ran is not crowded out by the regular probes' spending: it runs at the final probe where the
+    budget of the whole fit holds it, with the other parts that never ran."""
+    from lightning_viz.callbacks._session import session_for
+
+    filters = FilterMonitor(every_n_steps=10, activation_max_every_n_steps=1000, budget=0.1)
+    quality = ExplanationQualityMonitor(every_n_steps=10, expensive_every_n_steps=1000, budget=0.1)
+    trainer = Trainer(callbacks=[filters, quality], logger=False, enable_progress_bar=False)
+    session = session_for(trainer)
+    session._fit_start = time.perf_counter() - 100.0  # 100 s of fit: 10 s within the budget
+    session._probe_seconds = 9.5  # the regular probes spent nearly all of it
+    filters._costs = {"regular": [0.1, 0.1]}
+    quality._costs = {"regular": [0.1, 0.1]}
+    session._forward_seconds = [6.0 / filters.part_passes("activation_max")]  # its prior: 6 s
+    # activation maximisation: 6 s of the fit's 10 -> runs; the quality part's prior is larger than the 4 s left
+    assert quality.part_passes("randomization_and_faithfulness") * session._forward_seconds[0] > 4.0
+    due = {d.monitor: d for d in session.due(120, final=True)}
+    assert due[filters].parts == ["activation_max"] and due[quality].parts == []
 
 
 def test_the_final_probe_admits_expensive_parts_only_while_together_they_fit() -> None:

@@ -194,20 +194,20 @@ class ProbeSession:
             cost = monitor.part_passes(name) * statistics.median(self._forward_seconds)
         return cost
 
-    def _affordable(self, cost: float | None, step: int, admitted: float = 0.0) -> bool:
-        """Whether the probes' time so far, what this probe step has ``admitted`` already and ``cost`` stay within
-        the budget of the fit's wall time so far (always, during the warm-up, as for the cadences)."""
+    def _affordable(self, cost: float | None, step: int, admitted: float = 0.0, spent: float | None = None) -> bool:
+        """Whether the probes' time so far (or ``spent``), what this probe step has ``admitted`` already and ``cost``
+        stay within the budget of the fit's wall time so far (always, during the warm-up, as for the cadences)."""
         if self.budget is None or cost is None or self._fit_start is None or step - self._start_step < WARMUP_STEPS:
             return True
         elapsed = time.perf_counter() - self._fit_start
-        return self._spent() + admitted + cost <= self.budget * elapsed
+        return (self._spent() if spent is None else spent) + admitted + cost <= self.budget * elapsed
 
     def due(self, step: int, final: bool = False) -> list[_Due]:
         """What runs at ``step`` by the monitors' cadences, stretched by the budget; skipped probes are counted.
-        The final probe runs whatever has not run at this step yet: the regular parts always, an expensive part that
-        has never run always, and another where what the probes have spent so far, the final probe's regular parts
-        and the expensive parts admitted before it, and its own cost stay within the budget of the fit's time (in
-        the monitors' order)."""
+        The final probe runs whatever has not run at this step yet: the regular parts always; an expensive part where
+        what the probes have spent so far, the final probe's regular parts and the expensive parts admitted before it,
+        and its own cost stay within the budget of the fit's time (in the monitors' order); and one that never ran
+        where it fits that budget with the other parts that never ran, whatever the probes spent."""
         if not final and step != 0 and not any(m.is_probe_step(step) or m.part_step(step) for m in self.monitors):
             return []  # most steps: nothing to plan (planning at every step cost 0.1 ms a step)
         if final:
@@ -216,7 +216,7 @@ class ProbeSession:
         self._last_plan = factors
         due = []
         # the final probe's regular parts always run: what they will cost counts before any expensive part's
-        admitted = 0.0
+        admitted = firsts = 0.0  # seconds admitted at this probe step: all parts, and parts that never ran
         if final:
             admitted = sum(
                 m.cost("regular") or 0.0 for m in self.monitors if (id(m), step, "regular") not in self._steps_done
@@ -237,14 +237,16 @@ class ProbeSession:
                     continue
                 part_factor = factors.get(key, 1)
                 cost = self._part_cost(monitor, name) if final else None
-                # a part that never ran runs at the final probe whatever the budget: a monitor attached for it shows
-                # it at least once (the budget spaces the parts; it does not remove them)
-                first = final and monitor.cost(name) is None
+                # a part that never ran runs at the final probe where the budget of the whole fit holds it (with the
+                # other such parts), whatever the regular probes spent: the budget spaces the parts, and does not
+                # remove one that would fit the fit on its own (so the suite takes at most twice its budget)
+                first = final and monitor.cost(name) is None and self._affordable(cost, step, firsts, spent=0.0)
                 if (final and (first or self._affordable(cost, step, admitted))) or (
                     not final and part_factor is not None and step % (part_every * part_factor) == 0
                 ):
                     parts.append(name)
                     admitted += cost or 0.0
+                    firsts += (cost or 0.0) if first else 0.0
                 else:
                     self._skip(key, step)
             if final:  # what the last batch's hook skipped at this step runs after all
