@@ -303,8 +303,10 @@ def _fit(text: str, font: ImageFont.FreeTypeFont, width: int) -> str:
     return "\n".join(lines)
 
 
-@lru_cache(maxsize=32)  # a panel uses up to three (size, weight) pairs, a probe step about eight: all kept, for
-def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:  # the wrap, fit and mask caches key on the font
+# every font a probe step draws with is kept (about seven): the wrap, fit and caption caches key on the font, and a
+# font loaded again missed all three
+@lru_cache(maxsize=32)
+def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
     path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal"))
     return ImageFont.truetype(path, size)
 
