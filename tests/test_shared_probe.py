@@ -77,6 +77,23 @@ def test_one_forward_pass_of_the_probe_per_step_with_all_five_monitors(tmp_path:
         assert len([x for x in counter.inputs[step] if x.abs().sum() > 0]) == 1 + layers, step
 
 
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+def test_the_last_step_on_the_cadence_is_one_probe_step_with_the_final_parts(tmp_path: Path) -> None:
+    """Step 20 is both a regular probe step and the fit's last: the final probe's parts (here activation
+    maximisation, whose own cadence never falls) run in the same probe step, on the same forward pass, and the step's
+    scalars are logged once."""
+    counter = CountForwards()
+    monitor = FilterMonitor(every_n_steps=10, activation_max_every_n_steps=1000, activation_max_steps=2,
+                            activation_max_channels=1, budget=None)  # fmt: skip
+    _, trainer = fit_classifier(tmp_path, [monitor, counter], max_steps=20, limit_val_batches=0)
+    probe = monitor.probe
+    on_probe = [x for x in counter.inputs[20] if x.shape == probe.images.shape and torch.equal(x, probe.images)]
+    assert len(on_probe) == 1
+    events = read_events(trainer.logger.log_dir)
+    assert [e.step for e in events.Images("responses/net.conv3/activation_max")] == [20]
+    assert [e.step for e in events.Scalars("viz/overhead_ms/probe_step")] == [0, 10, 20]
+
+
 def _scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
     """The monitors' scalars (not their timings, ``viz/*``, nor Lightning's own ``train_loss``, ``epoch``)."""
     events = read_events(logdir)

@@ -391,7 +391,8 @@ class ProbeMonitor:
         if self._last_monitor() and self._probing(trainer):
             session = self._get_session(trainer)
             step = trainer.global_step
-            session.probe(trainer, pl_module, session.due(step), step)
+            # at the fit's last step this is the final probe: one probe step (one forward pass), its scalars logged once
+            session.probe(trainer, pl_module, session.due(step, final=session.is_last(step)), step)
 
     def is_probe_step(self, step: int) -> bool:
         """Whether this monitor's own cadence probes at optimizer step ``step`` (before the budget spaces it)."""
