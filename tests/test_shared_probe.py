@@ -303,17 +303,23 @@ def test_the_final_probe_runs_an_expensive_part_only_where_the_budget_has_room(t
     assert shown == ([20, 40] if budget else [20, 40, 60])
 
 
-def test_an_expensive_part_that_never_ran_runs_at_the_final_probe_where_the_fit_holds_it() -> None:
-    """A part that never ran is not crowded out by the regular probes' spending: it runs at the final probe where the
-    budget of the whole fit holds it, with the other parts that never ran."""
+def _final_probe_session(spent: float) -> tuple[Any, FilterMonitor, ExplanationQualityMonitor]:
+    """The session of a trainer with a FilterMonitor and an ExplanationQualityMonitor (budget 0.1, expensive parts
+    on a cadence that never falls) 100 s into its fit, 10 s within the budget, ``spent`` of them spent."""
     from lightning_viz.callbacks._session import session_for
 
     filters = FilterMonitor(every_n_steps=10, activation_max_every_n_steps=1000, budget=0.1)
     quality = ExplanationQualityMonitor(every_n_steps=10, expensive_every_n_steps=1000, budget=0.1)
-    trainer = Trainer(callbacks=[filters, quality], logger=False, enable_progress_bar=False)
-    session = session_for(trainer)
-    session._fit_start = time.perf_counter() - 100.0  # 100 s of fit: 10 s within the budget
-    session._probe_seconds = 9.5  # the regular probes spent nearly all of it
+    session = session_for(Trainer(callbacks=[filters, quality], logger=False, enable_progress_bar=False))
+    session._fit_start = time.perf_counter() - 100.0
+    session._probe_seconds = spent
+    return session, filters, quality
+
+
+def test_an_expensive_part_that_never_ran_runs_at_the_final_probe_where_the_fit_holds_it() -> None:
+    """A part that never ran is not crowded out by the regular probes' spending: it runs at the final probe where the
+    budget of the whole fit holds it, with the other parts that never ran."""
+    session, filters, quality = _final_probe_session(spent=9.5)  # the regular probes spent nearly all of it
     filters._costs = {"regular": [0.1, 0.1]}
     quality._costs = {"regular": [0.1, 0.1]}
     session._forward_seconds = [6.0 / filters.part_passes("activation_max")]  # its prior: 6 s
@@ -326,14 +332,7 @@ def test_an_expensive_part_that_never_ran_runs_at_the_final_probe_where_the_fit_
 def test_the_final_probe_admits_expensive_parts_only_while_together_they_fit() -> None:
     """Each expensive part is checked against what the probes spent, the final probe's regular parts and the parts
     admitted before it: two parts that each fit alone but not together run one (the first monitor's)."""
-    from lightning_viz.callbacks._session import session_for
-
-    filters = FilterMonitor(every_n_steps=10, activation_max_every_n_steps=1000, budget=0.1)
-    quality = ExplanationQualityMonitor(every_n_steps=10, expensive_every_n_steps=1000, budget=0.1)
-    trainer = Trainer(callbacks=[filters, quality], logger=False, enable_progress_bar=False)
-    session = session_for(trainer)
-    session._fit_start = time.perf_counter() - 100.0  # 100 s of fit so far: 10 s within the budget
-    session._probe_seconds = 4.0
+    session, filters, quality = _final_probe_session(spent=4.0)
     filters._costs = {"regular": [1.0, 1.0], "activation_max": [3.0]}
     quality._costs = {"regular": [1.0, 1.0], "randomization_and_faithfulness": [3.0]}
     # 4 s spent + 2 s of regular parts + 3 s: the first part fits (9 s); the second would make 12 s
@@ -341,7 +340,6 @@ def test_the_final_probe_admits_expensive_parts_only_while_together_they_fit() -
     assert due[filters].regular and due[filters].parts == ["activation_max"]
     assert due[quality].regular and due[quality].parts == []
     session._fit_start -= 20.0  # 120 s: 12 s fit, both run
-    session._steps_done.clear()
     due = {d.monitor: d for d in session.due(120, final=True)}
     assert due[quality].parts == ["randomization_and_faithfulness"]
 
