@@ -7,7 +7,7 @@ import torchvision
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
-from lightning_viz.methods import default_cam_layer, grad_cam, normalize_maps, resolve_layer
+from lightning_viz.methods import default_cam_layer, grad_cam, normalize_maps, resolve_layer, stage_layers
 
 
 class ConvGapLinear(nn.Module):
@@ -115,6 +115,23 @@ def test_grad_cam_runs_under_inference_mode_when_isolated() -> None:
 def test_default_cam_layer(builder, expected: str) -> None:  # type: ignore[no-untyped-def]
     model = builder(weights=None, num_classes=10).eval()
     assert default_cam_layer(model, torch.randn(1, 3, 64, 64)) == expected
+
+
+def test_stage_layers_are_feature_maps_not_channels_last_tensors_inside_blocks() -> None:
+    # ConvNeXt's blocks permute to (N, H, W, C) for their LayerNorm and Linear layers; read as (N, C, H, W) those
+    # outputs had grids of (W, C), 2x3072 at 64 px, and the deconvnet monitor traced 3,074 "positions" at step 0
+    model = torchvision.models.convnext_tiny(weights=None, num_classes=6).eval()
+    images = torch.randn(1, 3, 64, 64)
+    assert stage_layers(model, images) == ["features.2.0", "features.4.0", "features.6.0", "features"]
+    assert default_cam_layer(model, images) == "features"
+    # a non-square input keeps its feature maps
+    assert stage_layers(torchvision.models.resnet18(weights=None).eval(), torch.randn(1, 3, 64, 48)) == [
+        "relu",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+    ]
 
 
 def test_unknown_layer_lists_close_matches() -> None:

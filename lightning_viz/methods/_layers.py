@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -85,11 +85,20 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     )
 
 
+def _image_grid(size: Sequence[int], image: Sequence[int]) -> bool:
+    """Whether the last two dimensions of a 4-D output, ``size``, can be the grid of a feature map of an input of
+    ``image`` (H, W): they keep the input's aspect, give or take what padding and rounding change. A channels-last
+    tensor inside a block (ConvNeXt's and Swin's ``(N, H, W, C)`` between their permutes) reads as (W, C) and does
+    not; taken for a feature map, its channels were traced as thousands of positions."""
+    (h, w), (height, width) = size, image
+    return abs(h - w * height / width) <= max(2.0, 0.15 * h)
+
+
 def _feature_maps(model: nn.Module, images: Tensor) -> list[tuple[str, tuple[int, int]]]:
     """``(name, (H, W))`` of every module whose output is a convolutional feature map, in the order the calls
-    finish: 4-D outputs with more than one position, after the first convolution, skipping pooling layers, blocks
-    whose output is a pooling layer's output, Dropout and Identity, and modules called more than once (a ReLU
-    a block reuses has no single output to show)."""
+    finish: 4-D outputs with more than one position on a grid of the input's aspect (not channels-last), after the
+    first convolution, skipping pooling layers, blocks whose output is a pooling layer's output, Dropout and Identity,
+    and modules called more than once (a ReLU a block reuses has no single output to show)."""
     if not conv_layer_names(model):
         raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer: lightning_viz needs a convolutional network")
     named = list(named_layers(model))
@@ -107,6 +116,7 @@ def _feature_maps(model: nn.Module, images: Tensor) -> list[tuple[str, tuple[int
             and isinstance(output, Tensor)
             and output.dim() == 4
             and output.shape[-1] * output.shape[-2] > 1
+            and _image_grid(output.shape[-2:], images.shape[-2:])
             and not isinstance(module, _NOT_FEATURE_MAPS)
             and id(output) not in pooled
         ):
