@@ -172,6 +172,39 @@ def suite() -> list[Any]:
     return [monitor(**BUDGET) for monitor in monitors]
 
 
+RENDER_TAG = "viz/render_ms/"
+
+
+def cost_table(run: Run, phases: dict[str, Callable[[int], bool]]) -> dict[str, dict[str, float]]:
+    """Seconds of the suite's work by kind and phase: each monitor's regular probes (``viz/overhead_ms/<Monitor>``,
+    with its share of the shared forward pass) and expensive parts (``.../<Monitor>/<part>``) on the training thread,
+    the rest of each probe step (``probe_step`` less the monitors: the isolation, the non-finite check) and the writer
+    thread's CPU time drawing and writing each monitor's panels (``viz/render_ms/<Monitor>``, with its expensive
+    parts' panels; on a CPU it costs training about as much: ``benchmarks/writer_contention.py``)."""
+    table: dict[str, dict[str, float]] = {}
+    monitors_at: dict[int, float] = {}
+
+    def add(row: str, step: int, ms: float) -> None:
+        phase = next((name for name, test in phases.items() if test(step)), None)
+        if phase is not None:
+            cells = table.setdefault(row, {})
+            cells[phase] = cells.get(phase, 0.0) + ms / 1000
+
+    for tag, points in sorted(run.scalars.items()):
+        name = tag[len(OVERHEAD_TAG) :]
+        if tag.startswith(OVERHEAD_TAG) and name != "probe_step" and name.count("/") <= 1:
+            kind = "regular probe" if "/" not in name else "expensive part"
+            for step, ms in points:
+                add(f"{name} ({kind})", step, ms)
+                monitors_at[step] = monitors_at.get(step, 0.0) + ms
+        elif tag.startswith(RENDER_TAG):
+            for step, ms in points:
+                add(f"writer: {tag[len(RENDER_TAG) :]}", step, ms)
+    for step, ms in run.scalars.get(PROBE_STEP_TAG, []):
+        add("rest of the probe step: isolation, checks", step, max(0.0, ms - monitors_at.get(step, 0.0)))
+    return table
+
+
 def widest_gap(run: Run, after: int = 100) -> int | None:
     """The most optimizer steps any monitor went without a regular probe after step ``after`` (its
     ``viz/overhead_ms/<Monitor>`` steps; the run's end counts as a probe)."""
@@ -312,6 +345,33 @@ class Result:
             "yes" if same else "no",
         ]
 
+    def accounting(self) -> list[str]:
+        """Where the suite's time went, from the monitors' own scalars (median over the suite runs): a markdown table
+        of seconds per kind of work and phase of the fit, and each kind's share of the bare run's training time."""
+        final = max(probe_steps(self.monitored[0]), default=0)
+        phases: dict[str, Callable[[int], bool]] = {
+            "step 0": lambda s: s == 0,
+            "steps 1-99": lambda s: 0 < s < 100,
+            f"steps 100-{final - 1}": lambda s: 100 <= s < final,
+            f"final ({final})": lambda s: s == final,
+        }
+        per_run = [cost_table(run, phases) for run in self.monitored]
+        rows = list(dict.fromkeys(row for table in per_run for row in table))
+        training = self.steps * statistics.median(r.typical_step for r in self.bare)
+        lines = [
+            f"Where the suite's time went ({self.workload}, seconds, median of the suite runs; share: of the bare "
+            f"run's {self.steps} steps at its median step time, {training:.1f} s):",
+            "",
+            "| work | " + " | ".join(phases) + " | total | share |",
+            "| --- " * (len(phases) + 3) + "|",
+        ]
+        for row in rows:
+            cells = [statistics.median(t.get(row, {}).get(phase, 0.0) for t in per_run) for phase in phases]
+            total = statistics.median(sum(t.get(row, {}).values()) for t in per_run)
+            lines.append(f"| {row} | " + " | ".join(f"{c:.2f}" for c in cells) + f" | {total:.2f} | "
+                         f"{100 * total / training:.1f}% |")  # fmt: skip
+        return lines
+
     def budget_lines(self) -> list[str]:
         """The suite's ``viz/budget*`` scalars (first monitored run), one line per tag; none if it logs none."""
         scalars = self.monitored[0].scalars
@@ -387,6 +447,7 @@ def busy_note(load: float | None) -> str | None:
 def report(results: list[Result], device: str, notes: list[str], load_before: float | None) -> str:
     command = shlex.join(["python", *sys.argv])
     budget = [line for result in results for line in result.budget_lines()]
+    accounting = [line for result in results for line in ["", *result.accounting()]]
     return "\n".join(
         [
             "# Training-time overhead of the default monitor suite",
@@ -410,6 +471,7 @@ def report(results: list[Result], device: str, notes: list[str], load_before: fl
             "`viz/overhead_ms/<Monitor>`) scalars summed (median run); event bytes: suite minus bare event files "
             "(median pair), per probe step; same weights: the parameters sum to the same value after the bare and "
             "the suite run of every pair.",
+            *accounting,
             *([""] if budget or notes else []),
             *budget,
             *notes,
