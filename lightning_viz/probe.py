@@ -104,6 +104,11 @@ def _balanced(order: list[int], labels: Sequence[int], size: int) -> list[int]:
     return chosen
 
 
+def _fits(values: tuple[float, ...] | None, images: Any) -> bool:
+    """Whether normalisation ``values`` have one value per channel of ``images`` (N, C, H, W), or one for all."""
+    return values is None or not isinstance(images, Tensor) or images.dim() != 4 or len(values) in (1, images.shape[1])
+
+
 @dataclass(frozen=True, eq=False)
 class ProbeBatch:
     """A fixed batch of probe images, with optional labels and object masks, and how to show them.
@@ -112,7 +117,8 @@ class ProbeBatch:
         images: Tensor of shape (N, C, H, W), as the model receives them (normalised).
         labels: class indices, Tensor of shape (N,), or None.
         masks: ground-truth object masks, Tensor of shape (N, H, W) with values in [0, 1], or None.
-        mean: per-channel mean the images were normalised with, to undo it for display (None: unknown).
+        mean: per-channel mean the images were normalised with, to undo it for display (None: unknown); one value
+            per channel, or one for all.
         std: per-channel std, as ``mean``.
         class_names: names for the class indices, or None to show the indices.
         indices: the dataset indices the images came from, when they came from a map-style dataset.
@@ -143,6 +149,13 @@ class ProbeBatch:
             raise ValueError(f"masks must have shape ({len(images)}, H, W) matching the images, got {shape}")
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither")
+        channels = int(images.shape[1])
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None and len(value) not in (1, channels):
+                raise ValueError(
+                    f"{name} must have one value per image channel ({channels}) or one for all, got {len(value)}"
+                )
         object.__setattr__(self, "masks", masks)
 
     def __len__(self) -> int:
@@ -231,7 +244,8 @@ class ProbeBatch:
             size: number of probe images.
             seed: selects which images.
             mean: normalisation mean for display; default: taken from the dataset (``mean`` attribute or a
-                torchvision ``Normalize`` in its ``transform``) when it can.
+                torchvision ``Normalize`` in its ``transform``) when it can and it has a value per channel of the
+                images the loader yields (a ``collate_fn`` that turns RGB into grey makes the dataset's untrue).
             std: as ``mean``.
             class_names: names of the classes; default: the dataset's ``classes`` when it has them.
 
@@ -253,11 +267,15 @@ class ProbeBatch:
         try:
             if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
                 images, labels, masks = _first_items(dataloader, size)
+                if images is not None and mean is found_mean and not _fits(mean, images):
+                    mean = std = None
                 return cls(images, labels, masks, mean, std, names)
             chosen = _choose_indices(dataloader, size, seed)
             images, labels, masks = split_batch(dataloader.collate_fn([dataset[i] for i in chosen]))
         finally:
             set_rng_state(saved)
+        if images is not None and mean is found_mean and not _fits(mean, images):
+            mean = std = None
         return cls(images, labels, masks, mean, std, names, chosen)
 
 

@@ -19,8 +19,9 @@ from conftest import (
     read_events,
 )
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_viz import FilterMonitor, TrainingDiagnostics
+from lightning_viz import FilterMonitor, ProbeBatch, TrainingDiagnostics
 from lightning_viz.callbacks.filters import filter_tiles
 from lightning_viz.data import SHAPES_MEAN, SHAPES_STD, Shapes
 from lightning_viz.methods.activation_max import ActivationMaxConfig, maximize_channels
@@ -156,3 +157,20 @@ def test_bad_arguments() -> None:
         FilterMonitor(activation_max_steps=0)
     with pytest.raises(ValueError, match="feature_map_images must be an int >= 1, got 0"):
         FilterMonitor(feature_map_images=0)
+
+
+def test_activation_maximisation_with_one_normalisation_value_for_all_channels(tmp_path: Path) -> None:
+    # ProbeBatch takes one mean and std for all channels; the optimised images' range is then that value's in each
+    # channel (it was refused: "low must have shape (3,), got (1,)")
+    torch.manual_seed(0)
+    images = torch.randn(96, 3, 16, 16)
+    probe = ProbeBatch(images[:8], torch.arange(8) % 4, mean=(0.5,), std=(0.25,))
+    loader = DataLoader(TensorDataset(images, torch.arange(96) % 4), batch_size=8)
+    monitor = FilterMonitor(
+        probe=probe, every_n_steps=5, activation_max_every_n_steps=5, activation_max_steps=2,
+        activation_max_channels=2, on_error="raise", budget=None,
+    )  # fmt: skip
+    trainer = make_trainer(tmp_path, [monitor], max_steps=5)
+    trainer.fit(Classifier(AwkwardNet()), loader, loader)
+    events = read_events(trainer.logger.log_dir)
+    assert [e.step for e in events.Images("responses/net.conv3/activation_max")] == [5]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset, default_collate
 from torchvision import transforms
 
 from lightning_viz import ProbeBatch
@@ -119,6 +119,23 @@ def test_validation_messages() -> None:
         ProbeBatch(torch.zeros(2, 3, 4, 4), mean=(0.5,))
     with pytest.raises(ValueError, match="probe size must be a positive int, got 0"):
         ProbeBatch.from_dataloader(DataLoader(TensorDataset(torch.zeros(4, 3, 2, 2))), size=0)
+
+
+def grey(samples: list) -> tuple:  # type: ignore[type-arg]
+    """A collate function that turns the RGB Shapes into grey images: the dataset's normalisation no longer fits."""
+    images, labels, masks = default_collate(samples)
+    return images.mean(dim=1, keepdim=True), labels, masks
+
+
+def test_a_dataset_normalisation_that_does_not_fit_the_loaders_images_is_left_out(shapes: Shapes) -> None:
+    probe = ProbeBatch.from_dataloader(DataLoader(shapes, collate_fn=grey), size=6)
+    assert probe.images.shape[1] == 1 and probe.mean is None and probe.std is None
+    shown = probe.display_images()
+    assert shown.shape[1] == 1 and float(shown.min()) >= 0 and float(shown.max()) <= 1
+    with pytest.raises(ValueError, match=r"mean must have one value per image channel \(1\) or one for all, got 3"):
+        ProbeBatch(probe.images, mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2))
+    assert ProbeBatch(probe.images, mean=(0.5,), std=(0.2,)).display_images().shape == (6, 1, 64, 64)
+    assert ProbeBatch.from_dataloader(DataLoader(shapes), size=6).mean == shapes.mean  # a fitting one is kept
 
 
 def test_fewer_images_than_classes_the_seed_picks_the_classes() -> None:

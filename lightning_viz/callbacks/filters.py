@@ -399,13 +399,13 @@ class FilterMonitor(ProbeMonitor):
         top = top_k_units(act, self.activation_max_channels)
         channels = top.index[:, 1]
         images = probe.images
-        if probe.mean is not None and probe.std is not None:
-            mean, std = torch.tensor(probe.mean), torch.tensor(probe.std)
+        c, h, w = images.shape[1:]
+        if probe.mean is not None and probe.std is not None:  # one value per channel, or one for all
+            mean, std = torch.tensor(probe.mean).expand(c), torch.tensor(probe.std).expand(c)
             low, high = (0 - mean) / std, (1 - mean) / std
         else:
             low, high = images.amin(dim=(0, 2, 3)).cpu(), images.amax(dim=(0, 2, 3)).cpu()
         config = self.activation_max
-        c, h, w = images.shape[1:]
         optimised, _ = maximize_channels(model, layer, channels, (c, h, w), low, high, config, colour_images=images)
         with torch.no_grad():
             reached = forward_until(model, optimised.clone(), {layer: resolve_layer(model, layer)[1]})[layer]
