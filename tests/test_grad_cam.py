@@ -122,7 +122,7 @@ def test_stage_layers_are_feature_maps_not_channels_last_tensors_inside_blocks()
     # outputs had grids of (W, C), 2x3072 at 64 px, and the deconvnet monitor traced 3,074 "positions" at step 0
     model = torchvision.models.convnext_tiny(weights=None, num_classes=6).eval()
     images = torch.randn(1, 3, 64, 64)
-    assert stage_layers(model, images) == ["features.2.0", "features.4.0", "features.6.0", "features"]
+    assert stage_layers(model, images) == ["features.1", "features.3", "features.5", "features"]
     assert default_cam_layer(model, images) == "features"
     # a non-square input keeps its feature maps
     assert stage_layers(torchvision.models.resnet18(weights=None).eval(), torch.randn(1, 3, 64, 48)) == [
@@ -132,6 +132,20 @@ def test_stage_layers_are_feature_maps_not_channels_last_tensors_inside_blocks()
         "layer3",
         "layer4",
     ]
+
+
+@pytest.mark.parametrize(
+    ("builder", "expected"),
+    [
+        # a bottleneck's 1x1 convolution and BatchNorm run at layer1's grid before its strided 3x3: they open layer2
+        # (they were chosen instead of layer1-layer3: layer2.0.bn1, layer3.0.bn1, layer4.0.bn1)
+        (torchvision.models.resnet50, ["relu", "layer1", "layer2", "layer3", "layer4"]),
+        # an inverted residual's expansion runs before its strided depthwise convolution (was features.2.conv.0, ...)
+        (torchvision.models.mobilenet_v2, ["features.1", "features.3", "features.6", "features.13", "features"]),
+    ],
+)
+def test_stage_layers_end_each_stage_before_the_block_that_downsamples(builder, expected: list[str]) -> None:  # type: ignore[no-untyped-def]
+    assert stage_layers(builder(weights=None, num_classes=6).eval(), torch.randn(1, 3, 64, 64)) == expected
 
 
 def test_unknown_layer_lists_close_matches() -> None:

@@ -99,18 +99,28 @@ def _feature_maps(model: nn.Module, images: Tensor) -> list[tuple[str, tuple[int
     finish: 4-D outputs with more than one position on a grid of the input's aspect (not channels-last), after the
     first convolution, skipping pooling layers, blocks whose output is a pooling layer's output, Dropout and Identity,
     and modules called more than once (a ReLU a block reuses has no single output to show)."""
+    return _feature_maps_and_grids(model, images)[0]
+
+
+def _feature_maps_and_grids(
+    model: nn.Module, images: Tensor
+) -> tuple[list[tuple[str, tuple[int, int]]], dict[str, tuple[int, int]]]:
+    """:func:`_feature_maps`, and the grid (H, W) of every module whose output is 4-D on the input's grid."""
     if not conv_layer_names(model):
         raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer: lightning_viz needs a convolutional network")
     named = list(named_layers(model))
     with torch.no_grad(), forward_outputs(model, named) as order:
         model(images.clone())  # a copy: a forward pass may modify its input in place
     maps: list[tuple[str, tuple[int, int]]] = []
+    grids: dict[str, tuple[int, int]] = {}
     conv_seen = False
     pooled: set[int] = set()  # ids of pooling outputs; `order` keeps the tensors alive, so ids stay unique
     for name, module, output in order:
         conv_seen = conv_seen or isinstance(module, nn.Conv2d)
         if isinstance(module, _POOLING):
             pooled.add(id(output))
+        if isinstance(output, Tensor) and output.dim() == 4 and _image_grid(output.shape[-2:], images.shape[-2:]):
+            grids[name] = (int(output.shape[-2]), int(output.shape[-1]))
         if (
             conv_seen
             and isinstance(output, Tensor)
@@ -128,7 +138,7 @@ def _feature_maps(model: nn.Module, images: Tensor) -> list[tuple[str, tuple[int
             f"no convolutional feature map larger than 1x1 in {type(model).__name__} at input size "
             f"{tuple(images.shape[-2:])}; pass layers=[...] explicitly, for example one of {conv_layer_names(model)}"
         )
-    return maps
+    return maps, grids
 
 
 def default_cam_layer(model: nn.Module, images: Tensor) -> str:
@@ -156,8 +166,9 @@ def default_cam_layer(model: nn.Module, images: Tensor) -> str:
 def stage_layers(model: nn.Module, images: Tensor, max_stages: int = 5) -> list[str]:
     """Each convolutional stage's output: the last feature map at each resolution, the deepest ``max_stages``.
 
-    On a ResNet these are the stem's ReLU and ``layer1`` ... ``layer4``; on VGG and AlexNet the ReLU before each
-    max-pooling; on the ZF-style example net ``relu1``, ``relu2``, ``relu3``.
+    On a ResNet these are the stem's ReLU and ``layer1`` ... ``layer4`` (a bottleneck block's layers before its strided
+    convolution belong to the next stage); on VGG and AlexNet the ReLU before each max-pooling; on the ZF-style example
+    net ``relu1``, ``relu2``, ``relu3``.
 
     Args:
         model: the network.
@@ -167,10 +178,26 @@ def stage_layers(model: nn.Module, images: Tensor, max_stages: int = 5) -> list[
     Returns:
         Layer names, shallowest first.
     """
+    maps, grids = _feature_maps_and_grids(model, images)
     stages: list[tuple[str, tuple[int, int]]] = []
-    for name, size in _feature_maps(model, images):
-        if stages and stages[-1][1] == size:
-            stages[-1] = (name, size)
-        else:
+    first = ""  # the first feature map at the current resolution
+    for name, size in maps:
+        if not stages or stages[-1][1] != size:
             stages.append((name, size))
+            first = name
+        elif not _opens_next_stage(name, first, size, grids):
+            stages[-1] = (name, size)
     return [name for name, _ in stages[-max_stages:]]
+
+
+def _opens_next_stage(name: str, first: str, size: tuple[int, int], grids: dict[str, tuple[int, int]]) -> bool:
+    """Whether feature map ``name`` (of grid ``size``) lies in a block whose output has another grid and that
+    ``first``, the first feature map of this grid, is not in: the layers a downsampling block runs before it
+    downsamples (a ResNet-50 bottleneck's 1x1 convolution and BatchNorm before its strided 3x3, ConvNeXt's LayerNorm
+    before its strided convolution), which open the next stage rather than end this one."""
+    parts = name.split(".")
+    for depth in range(1, len(parts)):
+        block = ".".join(parts[:depth])
+        if block in grids and grids[block] != size and first != block and not first.startswith(block + "."):
+            return True
+    return False
