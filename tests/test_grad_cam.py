@@ -142,6 +142,10 @@ def test_stage_layers_are_feature_maps_not_channels_last_tensors_inside_blocks()
         (torchvision.models.resnet50, ["relu", "layer1", "layer2", "layer3", "layer4"]),
         # an inverted residual's expansion runs before its strided depthwise convolution (was features.2.conv.0, ...)
         (torchvision.models.mobilenet_v2, ["features.1", "features.3", "features.6", "features.13", "features"]),
+        # a ShuffleNet unit's first branch downsamples before its second has run at the old grid: the stage is the
+        # stage, not a branch (was stage3.0.branch2.2, stage3, stage4.0.branch1, stage4.0.branch2.2, conv5)
+        (torchvision.models.shufflenet_v2_x0_5, ["conv1", "stage2.0.branch2.2", "stage2", "stage3", "conv5"]),
+        (torchvision.models.regnet_x_400mf, ["stem", *(f"trunk_output.block{i}" for i in (1, 2, 3)), "trunk_output"]),
     ],
 )
 def test_stage_layers_end_each_stage_before_the_block_that_downsamples(builder, expected: list[str]) -> None:  # type: ignore[no-untyped-def]

@@ -179,14 +179,20 @@ def stage_layers(model: nn.Module, images: Tensor, max_stages: int = 5) -> list[
         Layer names, shallowest first.
     """
     maps, grids = _feature_maps_and_grids(model, images)
-    stages: list[tuple[str, tuple[int, int]]] = []
-    first = ""  # the first feature map at the current resolution
+    first: dict[tuple[int, int], str] = {}  # the first feature map of each grid
     for name, size in maps:
-        if not stages or stages[-1][1] != size:
-            stages.append((name, size))
-            first = name
-        elif not _opens_next_stage(name, first, size, grids):
+        first.setdefault(size, name)
+    stages: list[tuple[str, tuple[int, int]]] = []
+    for name, size in maps:
+        if _opens_next_stage(name, first[size], size, grids):
+            continue
+        if stages and stages[-1][1] == size:
             stages[-1] = (name, size)
+        else:
+            stages.append((name, size))
+    # a grid met again ends its stage there (a branch that downsamples before its sibling has: ShuffleNet's units)
+    last = {size: i for i, (_, size) in enumerate(stages)}
+    stages = [stage for i, stage in enumerate(stages) if last[stage[1]] == i]
     return [name for name, _ in stages[-max_stages:]]
 
 
@@ -194,7 +200,8 @@ def _opens_next_stage(name: str, first: str, size: tuple[int, int], grids: dict[
     """Whether feature map ``name`` (of grid ``size``) lies in a block whose output has another grid and that
     ``first``, the first feature map of this grid, is not in: the layers a downsampling block runs before it
     downsamples (a ResNet-50 bottleneck's 1x1 convolution and BatchNorm before its strided 3x3, ConvNeXt's LayerNorm
-    before its strided convolution), which open the next stage rather than end this one."""
+    before its strided convolution, a ShuffleNet unit's second branch), which open the next stage rather than end
+    this one."""
     parts = name.split(".")
     for depth in range(1, len(parts)):
         block = ".".join(parts[:depth])
