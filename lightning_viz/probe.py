@@ -149,12 +149,11 @@ class ProbeBatch:
             raise ValueError(f"masks must have shape ({len(images)}, H, W) matching the images, got {shape}")
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither")
-        channels = int(images.shape[1])
         for name in ("mean", "std"):
             value = getattr(self, name)
-            if value is not None and len(value) not in (1, channels):
+            if not _fits(value, images):
                 raise ValueError(
-                    f"{name} must have one value per image channel ({channels}) or one for all, got {len(value)}"
+                    f"{name} must have one value per image channel ({images.shape[1]}) or one for all, got {len(value)}"
                 )
         object.__setattr__(self, "masks", masks)
 
@@ -264,17 +263,16 @@ class ProbeBatch:
         std = tuple(std) if std is not None else found_std
         names = list(class_names) if class_names is not None else _class_names(dataset)
         saved = rng_state()
+        chosen = None
         try:
             if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
                 images, labels, masks = _first_items(dataloader, size)
-                if images is not None and mean is found_mean and not _fits(mean, images):
-                    mean = std = None
-                return cls(images, labels, masks, mean, std, names)
-            chosen = _choose_indices(dataloader, size, seed)
-            images, labels, masks = split_batch(dataloader.collate_fn([dataset[i] for i in chosen]))
+            else:
+                chosen = _choose_indices(dataloader, size, seed)
+                images, labels, masks = split_batch(dataloader.collate_fn([dataset[i] for i in chosen]))
         finally:
             set_rng_state(saved)
-        if images is not None and mean is found_mean and not _fits(mean, images):
+        if mean is found_mean and not _fits(mean, images):  # the loader changed the channels
             mean = std = None
         return cls(images, labels, masks, mean, std, names, chosen)
 

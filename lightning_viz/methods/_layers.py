@@ -119,18 +119,16 @@ def _feature_maps_and_grids(
         conv_seen = conv_seen or isinstance(module, nn.Conv2d)
         if isinstance(module, _POOLING):
             pooled.add(id(output))
-        if isinstance(output, Tensor) and output.dim() == 4 and _image_grid(output.shape[-2:], images.shape[-2:]):
-            grids[name] = (int(output.shape[-2]), int(output.shape[-1]))
+        if not (isinstance(output, Tensor) and output.dim() == 4 and _image_grid(output.shape[-2:], images.shape[-2:])):
+            continue
+        grids[name] = (int(output.shape[-2]), int(output.shape[-1]))
         if (
             conv_seen
-            and isinstance(output, Tensor)
-            and output.dim() == 4
             and output.shape[-1] * output.shape[-2] > 1
-            and _image_grid(output.shape[-2:], images.shape[-2:])
             and not isinstance(module, _NOT_FEATURE_MAPS)
             and id(output) not in pooled
         ):
-            maps.append((name, (int(output.shape[-2]), int(output.shape[-1]))))
+            maps.append((name, grids[name]))
     calls = Counter(name for name, _, _ in order)
     maps = [(name, size) for name, size in maps if calls[name] == 1]
     if not maps:
