@@ -7,7 +7,14 @@ import torchvision
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
-from lightning_viz.methods import default_cam_layer, grad_cam, normalize_maps, resolve_layer, stage_layers
+from lightning_viz.methods import (
+    cam_from,
+    default_cam_layer,
+    grad_cam,
+    normalize_maps,
+    resolve_layer,
+    stage_layers,
+)
 
 
 class ConvGapLinear(nn.Module):
@@ -31,6 +38,31 @@ def test_grad_cam_equals_cam_on_conv_gap_linear() -> None:
     cam = F.interpolate(cam[:, None], size=(20, 20), mode="bilinear", align_corners=False)[:, 0]
     torch.testing.assert_close(maps, normalize_maps(cam.detach()), atol=1e-5, rtol=0)
     assert maps.shape == (4, 20, 20) and maps.min() >= 0 and maps.max() <= 1
+
+
+def test_cam_from_equals_cam_on_conv_gap_linear() -> None:
+    """The shared formula alone, on the gradient a GAP-linear head gives: the class weights over h*w."""
+    torch.manual_seed(0)
+    model = ConvGapLinear().eval()
+    images = torch.randn(4, 3, 20, 20)
+    target = torch.tensor([0, 1, 2, 4])
+    with torch.no_grad():
+        act = model.features(images)
+        gradient = (model.fc.weight[target] / act[0, 0].numel())[:, :, None, None].expand_as(act)
+        cam = torch.einsum("nkhw,nk->nhw", act, model.fc.weight[target]).relu()
+    cam = F.interpolate(cam[:, None], size=(20, 20), mode="bilinear", align_corners=False)[:, 0]
+    maps = cam_from(act, gradient, (20, 20))
+    torch.testing.assert_close(maps, normalize_maps(cam), atol=1e-5, rtol=0)
+    assert maps.shape == (4, 20, 20) and maps.min() >= 0 and maps.max() <= 1
+    # grad_cam is this formula on autograd's gradient, to the bit
+    act = model.features(images)
+    (gradient,) = torch.autograd.grad(model.fc(act.mean(dim=(2, 3))).gather(1, target[:, None]).sum(), [act])
+    assert torch.equal(cam_from(act, gradient, (20, 20)), grad_cam(model, images, "features", target))
+
+
+def test_cam_from_refuses_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match=r"one shape \(N, C, H, W\), got \(2, 4, 5, 5\) and \(2, 4, 5\)"):
+        cam_from(torch.rand(2, 4, 5, 5), torch.rand(2, 4, 5), (10, 10))
 
 
 def _captum_reference(model: nn.Module, images: torch.Tensor, layer: nn.Module, target: torch.Tensor) -> torch.Tensor:

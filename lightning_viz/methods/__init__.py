@@ -18,7 +18,7 @@ from lightning_viz.methods.deconvnet import (
     top_images,
     top_k_units,
 )
-from lightning_viz.methods.grad_cam import grad_cam, grad_cam_maps, normalize_maps
+from lightning_viz.methods.grad_cam import cam_from, grad_cam, grad_cam_maps, normalize_maps
 from lightning_viz.methods.randomization import parametrized_layers, reinitialized
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "Rule",
     "RuleSwitch",
     "TopUnits",
+    "cam_from",
     "colour_matrix",
     "conv_layer_names",
     "deconvnet",

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from lightning_viz.methods._hooks import capture_outputs
 from lightning_viz.methods._layers import resolve_layer
 
-__all__ = ["grad_cam", "grad_cam_maps", "normalize_maps"]
+__all__ = ["cam_from", "grad_cam", "grad_cam_maps", "normalize_maps"]
 
 
 def normalize_maps(maps: Tensor) -> Tensor:
@@ -27,6 +27,31 @@ def normalize_maps(maps: Tensor) -> Tensor:
     low = flat.min(dim=1).values[:, None, None]
     span = (flat.max(dim=1).values[:, None, None] - low).clamp_min(torch.finfo(maps.dtype).tiny)
     return ((maps - low) / span).clamp(0.0, 1.0)
+
+
+def cam_from(activation: Tensor, gradient: Tensor, size: Sequence[int]) -> Tensor:
+    """Grad-CAM maps from a layer's activations and the gradient of the class score with respect to them.
+
+    Args:
+        activation: Tensor of shape (N, C, h, w), the layer's output.
+        gradient: Tensor of the same shape, d(class score)/d(activation).
+        size: the (H, W) of the maps, usually the input images'.
+
+    Returns:
+        Tensor of shape (N, H, W), values in [0, 1], float32 whatever the inputs' dtype.
+
+    Raises:
+        ValueError: if ``activation`` is not 4-D or ``gradient`` has another shape.
+    """
+    if activation.dim() != 4 or gradient.shape != activation.shape:
+        raise ValueError(
+            "cam_from needs an activation and a gradient of one shape (N, C, H, W), "
+            f"got {tuple(activation.shape)} and {tuple(gradient.shape)}"
+        )
+    weights = gradient.detach().float().mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * activation.detach().float()).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)
+    return normalize_maps(cam[:, 0])
 
 
 def _as_targets(target: int | Tensor | None, logits: Tensor) -> Tensor:
@@ -83,11 +108,7 @@ def grad_cam_maps(
         score = logits.gather(1, classes[:, None]).sum()
         grads = torch.autograd.grad(score, [acts[n] for n in names], retain_graph=i < len(targets) - 1)
         for name, grad in zip(names, grads, strict=True):
-            act = acts[name].detach().float()
-            weights = grad.float().mean(dim=(2, 3), keepdim=True)
-            cam = F.relu((weights * act).sum(dim=1, keepdim=True))
-            cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
-            maps[name].append(normalize_maps(cam[:, 0]))
+            maps[name].append(cam_from(acts[name], grad, images.shape[-2:]))
     return logits.detach(), maps
 
 

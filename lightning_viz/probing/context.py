@@ -14,14 +14,13 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, Literal, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_viz.methods import (
     Rule,
     RuleSwitch,
     TopUnits,
-    normalize_maps,
+    cam_from,
     project_units,
     resolve_layer,
     switchable_relu,
@@ -160,10 +159,7 @@ class ProbeContext:
                     f"Grad-CAM needs a 4-D (N, C, H, W) output from layer {layer!r}, got {tuple(act.shape)}"
                 )
             (grad,) = torch.autograd.grad(self._score(which), [act], retain_graph=True)
-            weights = grad.float().mean(dim=(2, 3), keepdim=True)
-            cam = F.relu((weights * act.detach().float()).sum(dim=1, keepdim=True))
-            cam = F.interpolate(cam, size=self.images.shape[-2:], mode="bilinear", align_corners=False)
-            return normalize_maps(cam[:, 0])
+            return cam_from(act, grad, self.images.shape[-2:])
 
         return self.shared(("grad_cam", layer, which), compute)
 
