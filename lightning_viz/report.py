@@ -16,15 +16,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["RunVerdicts", "Verdict", "main", "read_runs"]
+from lightning_viz.diagnostics.verdicts import LABELS, NAMES, TEXT_TAG, verdict_lines
 
-NAMES = ("kernel_size", "stride", "learning_rate")
-LABELS = {
-    "kernel_size": {-1: "too small", 0: "ok", 1: "larger than it uses"},
-    "stride": {0: "ok", 1: "aliasing"},
-    "learning_rate": {-1: "too low", 0: "ok", 1: "too high"},
-}
-TEXT_TAG = "diagnostics/verdicts"
+__all__ = ["RunVerdicts", "Verdict", "main", "read_runs"]
 
 
 @dataclass
@@ -55,17 +49,6 @@ def _label(name: str, value: int | None) -> str:
     return "no verdict" if value is None else LABELS[name].get(value, str(value))
 
 
-def _lines(text: str) -> dict[str, str]:
-    """Each verdict's line in the logged text ("- **learning rate**: ✗ too high: ...")."""
-    found = {}
-    for line in text.split("\n\n"):
-        for name in NAMES:
-            prefix = f"- **{name.replace('_', ' ')}**: "
-            if line.startswith(prefix):
-                found[name] = line[len(prefix) :].strip()
-    return found
-
-
 def _run_dirs(logdir: Path) -> list[Path]:
     return sorted({Path(root) for root, _, files in os.walk(logdir) if any("tfevents" in f for f in files)})
 
@@ -94,7 +77,7 @@ def read_runs(logdir: str | os.PathLike[str]) -> list[RunVerdicts]:
             if f"degree/{name}" in tags["scalars"]
         }
         last = max(texts)
-        lines = _lines(texts[last])
+        lines = verdict_lines(texts[last])
         latest = {}
         for name in NAMES:
             value = values.get(name, {}).get(last)

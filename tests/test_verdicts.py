@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from lightning_viz.diagnostics.verdicts import (
+    LABELS,
+    NAMES,
     KernelEvidence,
     LearningRateEvidence,
     StrideEvidence,
@@ -15,6 +17,8 @@ from lightning_viz.diagnostics.verdicts import (
     learning_rate_verdict,
     stride_verdict,
     unless_too_high,
+    verdict_lines,
+    verdict_text,
 )
 
 T = Thresholds(
@@ -186,3 +190,29 @@ def test_step_zero_says_only_what_it_knows() -> None:
     assert all(text.startswith("… not enough evidence yet: ") for text in texts), texts
     assert stride_verdict(StrideEvidence("conv1", 3, 1), T).text.startswith("✓ ok: conv1 (3x3, stride 1) samples")
     assert kernel_size_verdict(KernelEvidence("conv1", 1, 2), T).text.startswith("✗ too small: conv1 (1x1, stride 2)")
+
+
+def test_verdict_text_is_one_markdown_paragraph_per_verdict() -> None:
+    """The text TensorBoard shows under ``diagnostics/verdicts``, and ``lightning-viz report`` reads back."""
+    verdicts = [Verdict("kernel_size", None, "– no verdict: 3x3"), Verdict("learning_rate", 1, "✗ too high: x")]
+    assert verdict_text(verdicts, 120) == (
+        "Step 120:\n\n- **kernel size**: – no verdict: 3x3\n\n- **learning rate**: ✗ too high: x"
+    )
+
+
+def test_verdict_lines_read_back_what_verdict_text_wrote() -> None:
+    """Texts as a probe logs them (kernel size, stride, learning rate), over every branch of each rule."""
+    by_name = {name: [v for v in _every_branch() if v.name == name] for name in NAMES}
+    for i in range(max(len(found) for found in by_name.values())):
+        verdicts = [found[i % len(found)] for found in by_name.values()]
+        lines = verdict_lines(verdict_text(verdicts, 10 * i))
+        assert lines == {v.name: v.text for v in verdicts}
+        assert list(lines) == list(NAMES)
+    assert verdict_lines(verdict_text([], 0)) == {}
+
+
+def test_every_verdict_value_has_a_name_and_a_label() -> None:
+    assert set(LABELS) == set(NAMES)
+    for verdict in _every_branch():
+        assert verdict.name in NAMES
+        assert verdict.value is None or verdict.value in LABELS[verdict.name], verdict

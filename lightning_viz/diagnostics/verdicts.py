@@ -17,14 +17,21 @@ Every verdict's text starts with a mark of its severity: ✗ failing, ✓ ok, �
 (none can be given: a 3x3 kernel, a 2x2 deepest map). The default thresholds and how each was chosen (on several
 worlds, each left out in turn) are in the README's verdict section; ``python benchmarks/diagnosis_study.py``
 reproduces them.
+
+At each probe the verdicts are logged as one Markdown text (:func:`verdict_text`, under :data:`TEXT_TAG`), which
+``lightning-viz report`` reads back with :func:`verdict_lines`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "LABELS",
+    "NAMES",
+    "TEXT_TAG",
     "KernelEvidence",
     "LearningRateEvidence",
     "QualityThresholds",
@@ -36,9 +43,24 @@ __all__ = [
     "quality_warnings",
     "stride_verdict",
     "unless_too_high",
+    "verdict_lines",
+    "verdict_text",
 ]
 
 NOT_YET = "not enough evidence yet"
+
+NAMES = ("kernel_size", "stride", "learning_rate")
+"""The verdicts, in the order they are logged: each is ``verdict/<name>`` (its value) and ``degree/<name>``."""
+
+LABELS = {
+    "kernel_size": {-1: "too small", 0: "ok", 1: "larger than it uses"},
+    "stride": {0: "ok", 1: "aliasing"},
+    "learning_rate": {-1: "too low", 0: "ok", 1: "too high"},
+}
+"""What each verdict's value means, in words: name -> value -> label."""
+
+TEXT_TAG = "diagnostics/verdicts"
+"""The tag of the text that holds every verdict's line at a probe (:func:`verdict_text`)."""
 
 
 @dataclass(frozen=True)
@@ -268,6 +290,25 @@ def unless_too_high(verdict: Verdict, learning_rate: Verdict) -> Verdict:
         return verdict
     return Verdict(verdict.name, None, f"… {NOT_YET}: the learning rate is too high (see below); the first layer is "
                    "judged once training is stable")  # fmt: skip
+
+
+def verdict_text(verdicts: Sequence[Verdict], step: int) -> str:
+    """The verdicts of one probe as Markdown: a paragraph ``Step 120:``, then one paragraph per verdict in the order
+    given, ``- **kernel size**: ✓ ok: ...``, its line starting with its mark (✗ failing, ✓ ok, … not enough evidence
+    yet, – no verdict). :func:`verdict_lines` reads it back."""
+    lines = [f"- **{v.name.replace('_', ' ')}**: {v.text}" for v in verdicts]
+    return f"Step {step}:\n\n" + "\n\n".join(lines)
+
+
+def verdict_lines(text: str) -> dict[str, str]:
+    """Each verdict's line in a text written by :func:`verdict_text`: name (``"learning_rate"``) -> line (``"✗ too
+    high: ..."``), in the text's order. Paragraphs that are no verdict's line (the step) are skipped."""
+    found = {}
+    for paragraph in text.split("\n\n"):
+        if paragraph.startswith("- **") and "**: " in paragraph:
+            label, line = paragraph[len("- **") :].split("**: ", 1)
+            found[label.replace(" ", "_")] = line
+    return found
 
 
 @dataclass(frozen=True)
