@@ -64,15 +64,14 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "examples"))
-from train_shapes import ShapesNet  # noqa: E402
+from lightning_viz import ProbeBatch
+from lightning_viz.data import SHAPES_MEAN, SHAPES_STD, Shapes
+from lightning_viz.demos import ShapesNet
+from lightning_viz.methods._hooks import forward_until
+from lightning_viz.methods.activation_max import ActivationMaxConfig, maximize_channels
+from lightning_viz.render import stack, tile_panel
 
-from lightning_viz import ProbeBatch  # noqa: E402
-from lightning_viz.data import SHAPES_MEAN, SHAPES_STD, Shapes  # noqa: E402
-from lightning_viz.methods._hooks import forward_until  # noqa: E402
-from lightning_viz.methods.activation_max import ActivationMaxConfig, maximize_channels  # noqa: E402
-from lightning_viz.render import stack, tile_panel  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 if importlib.util.find_spec("IPython") is None:  # lucent.misc.io.showing imports IPython.display, never used here
     _ipython = types.ModuleType("IPython")

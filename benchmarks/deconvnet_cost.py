@@ -12,22 +12,17 @@ Times (median of repeats, after warm-up), for a 16-image probe batch and top_k =
 
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
 
 import torch
 import torchvision
+from _timing import bare_step, median_ms  # benchmarks/_timing.py, beside this script
 from captum.attr import NeuronDeconvolution
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import bare_step, median_ms
-from train_shapes import ShapesNet
-
 from lightning_viz import ProbeBatch
 from lightning_viz.data import Shapes
+from lightning_viz.demos import ShapesNet
 from lightning_viz.methods import isolated, project_units, resolve_layer, top_k_units
 from lightning_viz.methods._hooks import forward_until
 
@@ -87,7 +82,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
     torch.manual_seed(0)
     probe = ProbeBatch.from_dataloader(torch.utils.data.DataLoader(Shapes(size=600, seed=1)), size=16)
-    bench("ShapesNet (examples/train_shapes.py, 7x7 stride 2)", ShapesNet(), "relu3", probe)
+    bench("ShapesNet (lightning_viz.demos, 7x7 stride 2)", ShapesNet(), "relu3", probe)
     bench(
         "torchvision resnet18 (weights=None, 6 classes)",
         torchvision.models.resnet18(weights=None, num_classes=6),

@@ -9,19 +9,15 @@ The README's ranges come from this script.
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
-from train_shapes import ShapesNet
-
 from lightning_viz.data import Shapes
+from lightning_viz.demos import ShapesNet
 from lightning_viz.diagnostics import class_sensitivity, randomization_similarity
 from lightning_viz.methods import deconvnet, grad_cam_maps, parametrized_layers, reinitialized
 

@@ -16,12 +16,9 @@ import argparse
 import glob
 import multiprocessing as mp
 import os
-import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [("adam", 1e-3), ("adamw", 1e-3), ("adam", 1e-2), ("adam", 1e-5), ("sgd", 0.02), ("sgd", 0.2)]
 
 
@@ -30,16 +27,15 @@ def run(job: tuple[str, str, float, int, int]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "benchmarks")]
     from pytorch_lightning import Trainer, seed_everything
     from pytorch_lightning.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torch.utils.data import DataLoader
-    from train_shapes import ShapesNet
-    from worlds import Classifier
+    from worlds import Classifier  # benchmarks/worlds.py, beside this script (sys.path[0] in the workers too)
 
     from lightning_viz import TrainingDiagnostics
     from lightning_viz.data import Shapes
+    from lightning_viz.demos import ShapesNet
 
     seed_everything(seed, workers=True)
     if arch == "zf":

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 KINDS = ("render", "png", "python")
 
@@ -32,9 +31,7 @@ def run(kind: str, steps: int) -> tuple[float, float]:
     import torch.nn.functional as F
     from PIL import Image
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    from train_shapes import ShapesNet
-
+    from lightning_viz.demos import ShapesNet
     from lightning_viz.render import overlay, tile_panel
 
     torch.manual_seed(0)

@@ -6,6 +6,7 @@
     python examples/train_shapes.py --fast               # a smoke run of a few seconds
 
 Logs go to runs/<name>; the script prints the tensorboard command that shows them. No download, no GPU needed.
+The network is lightning_viz.demos.ShapesNet.
 """
 
 from __future__ import annotations
@@ -16,11 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from pytorch_lightning import LightningModule, Trainer, seed_everything
+from pytorch_lightning import Trainer, seed_everything
 from pytorch_lightning.loggers import TensorBoardLogger
-from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lightning_viz import (
@@ -31,56 +29,7 @@ from lightning_viz import (
     TrainingDiagnostics,
 )
 from lightning_viz.data import Shapes
-
-
-class ShapesNet(LightningModule):
-    """conv1 (k, s, 32 ch) -> maxpool 3/2 -> conv2 3x3 64 -> maxpool 3/2 -> conv3 3x3 64 -> GAP -> linear."""
-
-    def __init__(
-        self, kernel: int = 7, stride: int = 2, lr: float = 0.02, num_classes: int = 6, optimizer: str = "sgd"
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.conv1 = nn.Conv2d(3, 32, kernel, stride, padding=kernel // 2)
-        self.relu1 = nn.ReLU()
-        self.pool1 = nn.MaxPool2d(3, 2)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.relu2 = nn.ReLU()
-        self.pool2 = nn.MaxPool2d(3, 2)
-        self.conv3 = nn.Conv2d(64, 64, 3, padding=1)
-        self.relu3 = nn.ReLU()
-        self.fc = nn.Linear(64, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.pool1(self.relu1(self.conv1(x)))
-        x = self.pool2(self.relu2(self.conv2(x)))
-        x = self.relu3(self.conv3(x))
-        return self.fc(x.mean(dim=(2, 3)))
-
-    def _step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
-        images, labels, _ = batch
-        logits = self(images)
-        loss = F.cross_entropy(logits, labels)
-        self.log(f"{stage}/loss", loss, prog_bar=stage != "train")
-        self.log(f"{stage}/accuracy", (logits.argmax(1) == labels).float().mean(), prog_bar=stage != "train")
-        return loss
-
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        lr, name = self.hparams.lr, self.hparams.optimizer
-        if name == "adam":
-            return torch.optim.Adam(self.parameters(), lr=lr)
-        if name == "adamw":
-            return torch.optim.AdamW(self.parameters(), lr=lr)
-        return torch.optim.SGD(self.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+from lightning_viz.demos import ShapesNet
 
 
 def main() -> None:

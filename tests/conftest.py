@@ -150,10 +150,7 @@ def trained_shapes_net(**hparams: Any) -> Any:
     """The committed trained ShapesNet of examples/train_shapes.py (tests/checkpoints/make_shapes_net.py wrote it):
     tests that need a trained network load it rather than train one, so their findings do not depend on the
     processor's rounding."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
-    from train_shapes import ShapesNet
+    from lightning_viz.demos import ShapesNet
 
     model = ShapesNet(**hparams)
     model.load_state_dict(torch.load(SHAPES_CHECKPOINT, weights_only=True))

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from screenshots import (
-    EXAMPLE,
+from lightning_viz.demos.tensorboard_view import (
     HEIGHT,
     WIDTH,
     Browser,
@@ -31,6 +29,8 @@ from screenshots import (
     tensorboard,
     text_problems,
 )
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_shapes.py"
 
 
 @pytest.fixture(scope="module")

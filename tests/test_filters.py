@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,11 +23,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_viz import FilterMonitor, ProbeBatch, TrainingDiagnostics
 from lightning_viz.callbacks.filters import filter_tiles
 from lightning_viz.data import SHAPES_MEAN, SHAPES_STD, Shapes
+from lightning_viz.demos import ShapesNet
 from lightning_viz.methods.activation_max import ActivationMaxConfig, maximize_channels
 from lightning_viz.render import grid, own_scale, signed_display
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from train_shapes import ShapesNet
 
 
 def test_a_filter_tile_undone_from_its_display_scaling_is_the_weight() -> None:

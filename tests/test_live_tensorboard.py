@@ -14,9 +14,7 @@ from conftest import fit_classifier
 from pytorch_lightning import Callback, Trainer
 
 from lightning_viz import GradCAMMonitor
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from screenshots import _get, free_port
+from lightning_viz.demos.tensorboard_view import free_port, get_json
 
 
 def _poll(fetch: Any, until: Any, seconds: float) -> Any:
@@ -42,7 +40,7 @@ def test_a_running_tensorboard_shows_the_probe_before_training_ends(tmp_path: Pa
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        _poll(lambda: _get(f"{base}/data/logdir"), lambda v: "logdir" in v, 60)
+        _poll(lambda: get_json(f"{base}/data/logdir"), lambda v: "logdir" in v, 60)
         seen: dict[int, list[int]] = {}
 
         class WatchTensorBoard(Callback):  # runs while training is paused at these steps, after the monitor
@@ -54,19 +52,19 @@ def test_a_running_tensorboard_shows_the_probe_before_training_ends(tmp_path: Pa
                 query = urllib.parse.urlencode({"run": run, "tag": "gradcam/net.conv3/images_00-03"})
 
                 def steps() -> list[int]:
-                    return [e["step"] for e in _get(f"{base}/data/plugin/images/images?{query}")]
+                    return [e["step"] for e in get_json(f"{base}/data/plugin/images/images?{query}")]
 
                 seen[trainer.global_step] = _poll(steps, lambda s: wanted in s, 30)
                 # and the probe's last, smallest event: the cost scalar
                 query = urllib.parse.urlencode({"run": run, "tag": "viz/overhead_ms/GradCAMMonitor"})
-                _poll(lambda: [row[1] for row in _get(f"{base}/data/plugin/scalars/scalars?{query}")],
+                _poll(lambda: [row[1] for row in get_json(f"{base}/data/plugin/scalars/scalars?{query}")],
                       lambda s: wanted in s, 30)  # fmt: skip
 
         monitor = GradCAMMonitor(every_n_steps=4, early_steps=())
         # Lightning logs nothing of its own in these 6 steps: what the server shows, the monitor wrote
         fit_classifier(tmp_path, [monitor, WatchTensorBoard()], max_steps=6, log_every_n_steps=50)
         assert seen == {1: [0], 4: [0, 4]}
-        tags = _get(f"{base}/data/plugin/images/tags")
+        tags = get_json(f"{base}/data/plugin/images/tags")
         assert "gradcam/net.conv3/images_00-03" in tags["run/version_0"]
     finally:
         server.terminate()

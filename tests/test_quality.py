@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from lightning_viz import ExplanationQualityMonitor, ProbeBatch
 from lightning_viz.data import Shapes
+from lightning_viz.demos import ShapesNet
 from lightning_viz.diagnostics import (
     blank_maps,
     class_sensitivity,
@@ -39,9 +39,6 @@ from lightning_viz.diagnostics import (
 from lightning_viz.diagnostics.verdicts import QualityThresholds, quality_warnings
 from lightning_viz.methods import default_cam_layer, grad_cam, isolated, parametrized_layers, reinitialized
 from lightning_viz.probing import ProbeContext
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
-from train_shapes import ShapesNet
 
 # -- noisy linear imputation ----------------------------------------------------------------------------------------
 

@@ -8,18 +8,16 @@ bound. Run it again only to change the network: `python tests/checkpoints/make_s
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 from pytorch_lightning import Trainer, seed_everything
 from torch.utils.data import DataLoader
 
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parents[1] / "examples"))
-from train_shapes import ShapesNet  # noqa: E402
+from lightning_viz.data import Shapes
+from lightning_viz.demos import ShapesNet
 
-from lightning_viz.data import Shapes  # noqa: E402
+HERE = Path(__file__).parent
 
 
 def main() -> None:
