@@ -7,25 +7,26 @@ the suite is the README's default usage, every argument left at its default:
 
     [GradCAMMonitor(), DeconvNetMonitor(), FilterMonitor(), TrainingDiagnostics(), ExplanationQualityMonitor()]
 
-Each run starts with ``seed_everything(0)`` and a fresh model, so the runs differ only in the callbacks (the bare
-run keeps the TensorBoardLogger). It reports the median wall time of ``trainer.fit`` bare and with the suite,
-the overhead (suite / bare - 1) with its spread over the pairs, the overhead within runs (each run's time beyond its
-own median training step, suite minus bare: the machine's speed drifted 10-20 % between runs here, which the first
-ratio counts as cost), the probe steps the suite made (the steps of its
-``viz/overhead_ms/*`` scalars), the probe time the monitors logged themselves, the event-file bytes per probe
-step (suite minus bare) and whether both runs end with the same weights. Any ``viz/budget*`` scalar the suite
-logs is printed too.
+Each round runs the bare fit and then one suite fit per ``--budgets`` value; each budget's pairs are (the round's
+bare run, its suite run). Each run starts with ``seed_everything(0)`` and a fresh model, so the runs differ only in
+the callbacks (the bare run keeps the TensorBoardLogger). It reports the median wall time of ``trainer.fit`` bare
+and with the suite, the overhead (suite / bare - 1) with its spread over the pairs, the overhead within runs (each
+run's time beyond its own median training step, suite minus bare: the machine's speed drifted 10-20 % between runs
+here, which the first ratio counts as cost), the probe steps the suite made (the steps of its ``viz/overhead_ms/*``
+scalars), the probe time the monitors logged themselves, the event-file bytes per probe step (suite minus bare) and
+whether both runs end with the same weights. Any ``viz/budget*`` scalar the suite logs is printed too.
 
 Workloads:
-  - ``example``: ShapesNet of examples/train_shapes.py on Shapes(6000, seed=0), batch 64 shuffled, validated on
-    Shapes(1000, seed=10_000) batch 256, as in the example; 1,000 steps.
+  - ``example``: ShapesNet (lightning_viz.demos, the example's net) on Shapes(6000, seed=0), batch 64 shuffled,
+    validated on Shapes(1000, seed=10_000) batch 256, as in the example; 1,000 steps.
+  - ``shapes_b32``: the same net on Shapes(3000, seed=0), batch 32 shuffled, no validation loop; 1,500 steps.
   - ``resnet18``: torchvision resnet18 (weights=None, 6 classes) on the 64x64 Shapes images, batch 64 shuffled,
     SGD lr 0.02 momentum 0.9, no validation loop (the probe comes from the train loader); 300 steps.
   - ``resnet50``: the same with resnet50 and the images (and masks) upsampled to 224x224 when batched; 300 steps,
     only on CUDA.
 
-    python benchmarks/overhead.py                          # example, resnet18 (and resnet50 on CUDA); writes
-                                                           # benchmarks/overhead.md
+    python benchmarks/overhead.py                          # every workload (resnet50 on CUDA only), budgets
+                                                           # 0.05, 0.02 and none; writes overhead_<workload>.md
     python benchmarks/overhead.py --workloads example --steps 500 --repeats 5 --device cpu
     python benchmarks/overhead.py --quick                  # 60 steps, one pair: a smoke test that only prints
 
@@ -62,9 +63,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import Tensor
 from torch.utils.data import DataLoader, default_collate
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from train_shapes import ShapesNet
-
 from lightning_viz import (
     DeconvNetMonitor,
     ExplanationQualityMonitor,
@@ -73,8 +71,9 @@ from lightning_viz import (
     TrainingDiagnostics,
 )
 from lightning_viz.data import Shapes
+from lightning_viz.demos import ShapesNet
 
-DEFAULT_STEPS = {"example": 1000, "resnet18": 300, "resnet50": 300}
+DEFAULT_STEPS = {"example": 1000, "shapes_b32": 1500, "resnet18": 300, "resnet50": 300}
 WARMUP_STEPS = 10
 OVERHEAD_TAG = "viz/overhead_ms/"
 PROBE_STEP_TAG = OVERHEAD_TAG + "probe_step"
@@ -150,6 +149,10 @@ def example_loaders() -> tuple[DataLoader[Batch], DataLoader[Batch] | None]:
     return DataLoader(shapes(6000, 0), batch_size=64, shuffle=True), DataLoader(shapes(1000, 10_000), batch_size=256)
 
 
+def small_batch_loaders() -> tuple[DataLoader[Batch], DataLoader[Batch] | None]:
+    return DataLoader(shapes(3000, 0), batch_size=32, shuffle=True), None
+
+
 def resnet_loaders(size: int | None) -> tuple[DataLoader[Batch], DataLoader[Batch] | None]:
     collate = None if size is None else upsampled_collate(size)
     return DataLoader(shapes(6000, 0), batch_size=64, shuffle=True, collate_fn=collate), None
@@ -157,19 +160,19 @@ def resnet_loaders(size: int | None) -> tuple[DataLoader[Batch], DataLoader[Batc
 
 WORKLOADS = {
     "example": Workload("example", ShapesNet, example_loaders),
+    "shapes_b32": Workload("shapes_b32", ShapesNet, small_batch_loaders),
     "resnet18": Workload("resnet18", lambda: TorchvisionClassifier("resnet18"), lambda: resnet_loaders(None)),
     "resnet50": Workload("resnet50", lambda: TorchvisionClassifier("resnet50"), lambda: resnet_loaders(224)),
 }
 
 
-BUDGET: dict[str, Any] = {}  # --budget: empty for the default budget, else {"budget": value}
+MONITORS = (GradCAMMonitor, DeconvNetMonitor, FilterMonitor, TrainingDiagnostics, ExplanationQualityMonitor)
 
 
-def suite() -> list[Any]:
-    """The README's default usage: all five monitors, every argument at its default (Lightning callbacks at run
-    time, typed on no Lightning base); ``--budget`` sets their budget."""
-    monitors = (GradCAMMonitor, DeconvNetMonitor, FilterMonitor, TrainingDiagnostics, ExplanationQualityMonitor)
-    return [monitor(**BUDGET) for monitor in monitors]
+def suite(budget: float | None) -> list[Any]:
+    """The README's default usage: all five monitors, every argument at its default but ``budget`` (Lightning
+    callbacks at run time, typed on no Lightning base)."""
+    return [monitor(budget=budget) for monitor in MONITORS]
 
 
 RENDER_TAG = "viz/render_ms/"
@@ -259,7 +262,7 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return scalars
 
 
-def fit(workload: Workload, steps: int, device: str, monitored: bool) -> Run:
+def fit(workload: Workload, steps: int, device: str, monitored: bool, budget: float | None = 0.05) -> Run:
     """One seeded training run of ``steps`` optimizer steps, timed around ``trainer.fit``."""
     seed_everything(0, verbose=False)
     model = workload.model()
@@ -271,7 +274,7 @@ def fit(workload: Workload, steps: int, device: str, monitored: bool) -> Run:
             accelerator=device,
             devices=1,
             logger=logger,
-            callbacks=[*(suite() if monitored else []), clock],
+            callbacks=[*(suite(budget) if monitored else []), clock],
             enable_progress_bar=False,
             enable_model_summary=False,
             enable_checkpointing=False,
@@ -315,8 +318,17 @@ def logged_probe_seconds(run: Run) -> float:
 class Result:
     workload: str
     steps: int
+    budget: float | None
     bare: list[Run]
     monitored: list[Run]
+
+    def probes_per_monitor(self) -> str:
+        """How many regular probes each monitor made (the steps of its ``viz/overhead_ms/<Monitor>``), first run."""
+        counts = []
+        for monitor in MONITORS:
+            points = self.monitored[0].scalars.get(OVERHEAD_TAG + monitor.__name__, [])
+            counts.append(f"{monitor.__name__.removesuffix('Monitor')} {len({step for step, _ in points})}")
+        return ", ".join(counts)
 
     def row(self) -> list[str]:
         pairs = list(zip(self.bare, self.monitored, strict=True))
@@ -332,6 +344,7 @@ class Result:
         return [
             self.workload,
             str(self.steps),
+            "none" if self.budget is None else f"{self.budget:g}",
             str(len(self.bare)),
             f"{bare:.1f}",
             f"{monitored:.1f}",
@@ -339,6 +352,7 @@ class Result:
             f"{100 * min(ratios):+.0f}%..{100 * max(ratios):+.0f}%",
             f"{100 * statistics.median(within):+.1f}% ({100 * min(within):+.1f}%..{100 * max(within):+.1f}%)",
             str(probes),
+            self.probes_per_monitor(),
             "-" if gap is None else str(gap),
             f"{logged:.1f}",
             f"{extra / probes / 1024:.0f} KiB" if probes else "-",
@@ -385,6 +399,7 @@ class Result:
 HEADER = [
     "workload",
     "steps",
+    "budget",
     "pairs",
     "bare median (s)",
     "suite median (s)",
@@ -392,6 +407,7 @@ HEADER = [
     "per-pair range",
     "within runs (pairs)",
     "probe steps",
+    "regular probes per monitor",
     "widest gap after step 100",
     "probe time logged (s)",
     "event bytes / probe step",
@@ -404,17 +420,22 @@ def table(results: list[Result]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
-def bench(workload: Workload, steps: int, repeats: int, device: str) -> Result:
-    print(f"{workload.name}: warm-up, then {repeats} x (bare, suite) of {steps} steps", flush=True)
+def bench(workload: Workload, steps: int, repeats: int, device: str, budgets: list[float | None]) -> list[Result]:
+    """``repeats`` rounds of a bare run followed by one suite run per budget, interleaved; each budget's pairs are
+    (the round's bare run, its suite run)."""
+    print(f"{workload.name}: warm-up, then {repeats} x (bare, suite at each of {budgets}) of {steps} steps", flush=True)
     fit(workload, min(steps, WARMUP_STEPS), device, monitored=False)
     fit(workload, min(steps, WARMUP_STEPS), device, monitored=True)
-    result = Result(workload.name, steps, [], [])
+    results = [Result(workload.name, steps, budget, [], []) for budget in budgets]
     for pair in range(repeats):
-        result.bare.append(fit(workload, steps, device, monitored=False))
-        result.monitored.append(fit(workload, steps, device, monitored=True))
-        bare, monitored = result.bare[-1].seconds, result.monitored[-1].seconds
-        print(f"  pair {pair + 1}: bare {bare:.1f} s, suite {monitored:.1f} s ({100 * (monitored / bare - 1):+.0f}%)")
-    return result
+        bare = fit(workload, steps, device, monitored=False)
+        for result in results:
+            result.bare.append(bare)
+            result.monitored.append(fit(workload, steps, device, monitored=True, budget=result.budget))
+            print(f"  round {pair + 1}, budget {result.budget}: bare {bare.seconds:.1f} s, suite "
+                  f"{result.monitored[-1].seconds:.1f} s, within runs "
+                  f"{100 * within_run(bare, result.monitored[-1], steps):+.1f}%", flush=True)  # fmt: skip
+    return results
 
 
 def device_name(device: str) -> str:
@@ -458,7 +479,6 @@ def report(results: list[Result], device: str, notes: list[str], load_before: fl
             f"- torch {torch.__version__}, device {device}: {device_name(device)}",
             f"- cores: os.cpu_count() = {os.cpu_count()}, torch.get_num_threads() = {torch.get_num_threads()}",
             f"- 1-minute load average: {fmt_load(load_before)} before the runs, {fmt_load(load_average())} after",
-            f"- the monitors' budget: {BUDGET['budget'] if BUDGET else 'their default (0.05)'}",
             "",
             table(results),
             "",
@@ -487,13 +507,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help=f"steps of every workload (default {DEFAULT_STEPS})")
     parser.add_argument("--repeats", type=int, default=None, help="bare/suite pairs per workload (default 3)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if cuda else "cpu")
-    parser.add_argument("--out", type=Path, default=None, help="markdown report (default benchmarks/overhead.md)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="markdown report (default: benchmarks/overhead_<workload>.md, one per workload)",
+    )
     parser.add_argument("--quick", action="store_true", help="60 steps, 1 pair; writes only to an explicit --out")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--budget", default=None, help="the monitors' budget= (a fraction, or 'none'; default: theirs)")
+    parser.add_argument("--budgets", nargs="+", default=["0.05", "0.02", "none"], help="the monitors' budget= values")
     args = parser.parse_args()
-    if args.budget is not None:
-        BUDGET["budget"] = None if args.budget.lower() == "none" else float(args.budget)
+    budgets = [None if b.lower() == "none" else float(b) for b in args.budgets]
     if args.device == "cuda" and not cuda:
         parser.error("--device cuda: CUDA is not available")
     quiet()
@@ -501,28 +525,26 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     repeats = args.repeats or (1 if args.quick else 3)
-    out = args.out if args.out is not None or args.quick else Path(__file__).resolve().parent / "overhead.md"
     names = args.workloads or list(WORKLOADS)
     notes = []
     if "resnet50" in names and args.device != "cuda":
         names.remove("resnet50")
         notes.append("- resnet50 (224x224) skipped: it runs only on CUDA.")
         print(notes[-1][2:])
-    load_before = load_average()
-    busy = busy_note(load_before)
-    if busy is not None:
-        notes.append(busy)
-        print(busy[2:])
-    results = []
     for name in names:
+        load_before = load_average()
+        busy = busy_note(load_before)
+        if busy is not None:
+            print(busy[2:])
         steps = args.steps or (60 if args.quick else DEFAULT_STEPS[name])
-        results.append(bench(WORKLOADS[name], steps, repeats, args.device))
-
-    text = report(results, args.device, notes, load_before)
-    print("\n" + text)
-    if out is not None:
-        out.write_text(text)
-        print(f"written to {out}")
+        results = bench(WORKLOADS[name], steps, repeats, args.device, budgets)
+        text = report(results, args.device, [*notes, *([busy] if busy else [])], load_before)
+        print("\n" + text)
+        here = Path(__file__).resolve().parent
+        out = args.out if args.out is not None or args.quick else here / f"overhead_{name}.md"
+        if out is not None:
+            out.write_text(text)
+            print(f"written to {out}")
 
 
 if __name__ == "__main__":

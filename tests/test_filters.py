@@ -150,9 +150,9 @@ def test_dead_channels_are_counted(tmp_path: Path) -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="activation_max_steps must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="activation_max_steps must be a positive int, got 0"):
         FilterMonitor(activation_max_steps=0)
-    with pytest.raises(ValueError, match="feature_map_images must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="feature_map_images must be a positive int, got 0"):
         FilterMonitor(feature_map_images=0)
 
 

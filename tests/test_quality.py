@@ -261,11 +261,11 @@ def test_state_key_and_state_dict() -> None:
     a, b = ExplanationQualityMonitor(), ExplanationQualityMonitor(methods=("gradcam",))
     assert a.state_key != b.state_key
     a._previous = {"gradcam": torch.rand(2, 4, 4)}
-    a._last_step = 7
+    a.last_step = 7
     a._warn(5, "maps", {"gradcam/blank_maps": "gradcam: 60% of the probe's maps are blank"})
     c = ExplanationQualityMonitor()
     c.load_state_dict(a.state_dict())
-    assert c._last_step == 7 and torch.equal(c._previous["gradcam"], a._previous["gradcam"])
+    assert c.last_step == 7 and torch.equal(c._previous["gradcam"], a._previous["gradcam"])
     assert (c._standing, c._said, c._said_step, c._said_before) == (a._standing, a._said, 5, None)
 
 
@@ -417,8 +417,8 @@ def _probe_once(model: nn.Module, images: torch.Tensor, masks: torch.Tensor | No
         labels = torch.arange(len(images)) % 3
         context = ProbeContext(model, ProbeBatch(images, labels, masks), monitor.layer_names)
         logs = monitor.compute(context, step=0)
-        (part,) = monitor.expensive_parts()
-        logs.update(monitor.compute_part(part, context, step=0))
+        (part,) = monitor.parts()
+        logs.update(part.compute(context, 0))
     return logs.scalars
 
 

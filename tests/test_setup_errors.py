@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_viz import FilterMonitor, GradCAMMonitor, TrainingDiagnostics
-from lightning_viz.callbacks._base import refuse_sharded
+from lightning_viz.callbacks._suite import refuse_sharded
 
 
 def _fit(

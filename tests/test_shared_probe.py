@@ -26,8 +26,8 @@ from lightning_viz import (
     ProbeBatch,
     TrainingDiagnostics,
 )
+from lightning_viz.callbacks._suite import same_probe
 from lightning_viz.callbacks._writer import BackgroundWriter, Written, masked_crc32c
-from lightning_viz.probing.schedule import MAX_STRETCH, Part, plan, stretch
 
 
 def _suite(**common: Any) -> list[Any]:
@@ -254,19 +254,6 @@ def test_the_native_crc32c_is_tensorboards_checksum() -> None:
         assert masked_crc32c(data) == python_masked_crc32c(data), size
 
 
-def test_stretch_and_plan() -> None:
-    assert stretch(1.0, 1.0) == 1 and stretch(1.01, 1.0) == 2 and stretch(10.0, 3.0) == 4
-    assert stretch(0.0, 0.0) == 1 and stretch(1.0, 0.0) is None and stretch(1e9, 1.0) is None
-    parts = [Part("A", 100, 0.5), Part("B", 100, 0.5), Part("A/heavy", 500, 2.0, expensive=True)]
-    assert plan(parts, None, 0.1) == {"A": 1, "B": 1, "A/heavy": 1}
-    # allowed 5 ms a step; the regular parts need 10 ms a step: every 200 steps; nothing is left for the heavy part
-    assert plan(parts, 0.05, 0.1) == {"A": 2, "B": 2, "A/heavy": None}
-    # allowed 20 ms a step; the regular parts take 10; the heavy part needs 4 ms a step and gets 10
-    assert plan(parts, 0.2, 0.1) == {"A": 1, "B": 1, "A/heavy": 1}
-    assert plan(parts, 1e-6, 0.1)["A"] == MAX_STRETCH
-    assert plan([Part("A", 10, None)], 0.05, 0.1) == {"A": 1}  # not measured yet: assumed to fit
-
-
 @pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
 def test_a_small_budget_spaces_the_probes_after_the_warm_up_and_logs_what_it_skipped(tmp_path: Path) -> None:
     monitor = GradCAMMonitor(every_n_steps=10, early_steps=(5,), budget=1e-6)
@@ -277,16 +264,17 @@ def test_a_small_budget_spaces_the_probes_after_the_warm_up_and_logs_what_it_ski
     assert steps == [0, 5, 10, 20, 30, 40, 120]
     skipped = events.Scalars("viz/budget/skipped")
     assert skipped[-1].step == 120 and skipped[-1].value == 7  # steps 50 to 110
-    assert events.Scalars("viz/budget/stretch")[-1].value == MAX_STRETCH
+    share = events.Scalars("viz/budget/share")[-1]
+    assert share.step == 120 and share.value > 1e-6  # step 0 and the final probe always run: the overspend is shown
+    (text,) = [e for e in events.Tensors("viz/budget/text_summary") if e.step == 120]
+    assert "Over budget" in text.tensor_proto.string_val[0].decode()
 
 
 def test_the_probe_batch_is_shared_by_equal_content_after_a_resume() -> None:
-    from lightning_viz.callbacks._session import _same_probe
-
     images = torch.rand(4, 3, 8, 8)
     a = ProbeBatch(images, torch.arange(4))
     b = ProbeBatch.from_state_dict(a.state_dict())
-    assert _same_probe(a, b) and not _same_probe(a, ProbeBatch(images + 1, torch.arange(4)))
+    assert same_probe(a, b) and not same_probe(a, ProbeBatch(images + 1, torch.arange(4)))
 
 
 @pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
@@ -301,47 +289,6 @@ def test_the_final_probe_runs_an_expensive_part_only_where_the_budget_has_room(t
     assert [e.step for e in events.Images("filters/net.conv1/own_scale")][-1] == 60  # the final probe's regular part
     shown = [e.step for e in events.Images("responses/net.conv3/activation_max")]
     assert shown == ([20, 40] if budget else [20, 40, 60])
-
-
-def _final_probe_session(spent: float) -> tuple[Any, FilterMonitor, ExplanationQualityMonitor]:
-    """The session of a trainer with a FilterMonitor and an ExplanationQualityMonitor (budget 0.1, expensive parts
-    on a cadence that never falls) 100 s into its fit, 10 s within the budget, ``spent`` of them spent."""
-    from lightning_viz.callbacks._session import session_for
-
-    filters = FilterMonitor(every_n_steps=10, activation_max_every_n_steps=1000, budget=0.1)
-    quality = ExplanationQualityMonitor(every_n_steps=10, expensive_every_n_steps=1000, budget=0.1)
-    session = session_for(Trainer(callbacks=[filters, quality], logger=False, enable_progress_bar=False))
-    session._fit_start = time.perf_counter() - 100.0
-    session._probe_seconds = spent
-    return session, filters, quality
-
-
-def test_an_expensive_part_that_never_ran_runs_at_the_final_probe_where_the_fit_holds_it() -> None:
-    """A part that never ran is not crowded out by the regular probes' spending: it runs at the final probe where the
-    budget of the whole fit holds it, with the other parts that never ran."""
-    session, filters, quality = _final_probe_session(spent=9.5)  # the regular probes spent nearly all of it
-    filters._costs = {"regular": [0.1, 0.1]}
-    quality._costs = {"regular": [0.1, 0.1]}
-    session._forward_seconds = [6.0 / filters.part_passes("activation_max")]  # its prior: 6 s
-    # activation maximisation: 6 s of the fit's 10 -> runs; the quality part's prior is larger than the 4 s left
-    assert quality.part_passes("randomization_and_faithfulness") * session._forward_seconds[0] > 4.0
-    due = {d.monitor: d for d in session.due(120, final=True)}
-    assert due[filters].parts == ["activation_max"] and due[quality].parts == []
-
-
-def test_the_final_probe_admits_expensive_parts_only_while_together_they_fit() -> None:
-    """Each expensive part is checked against what the probes spent, the final probe's regular parts and the parts
-    admitted before it: two parts that each fit alone but not together run one (the first monitor's)."""
-    session, filters, quality = _final_probe_session(spent=4.0)
-    filters._costs = {"regular": [1.0, 1.0], "activation_max": [3.0]}
-    quality._costs = {"regular": [1.0, 1.0], "randomization_and_faithfulness": [3.0]}
-    # 4 s spent + 2 s of regular parts + 3 s: the first part fits (9 s); the second would make 12 s
-    due = {d.monitor: d for d in session.due(120, final=True)}
-    assert due[filters].regular and due[filters].parts == ["activation_max"]
-    assert due[quality].regular and due[quality].parts == []
-    session._fit_start -= 20.0  # 120 s: 12 s fit, both run
-    due = {d.monitor: d for d in session.due(120, final=True)}
-    assert due[quality].parts == ["randomization_and_faithfulness"]
 
 
 @pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")

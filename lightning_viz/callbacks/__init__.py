@@ -2,7 +2,7 @@
 ``render``. Use them as callbacks through ``lightning_viz`` (or ``lightning_viz.lightning`` /
 ``lightning_viz.pytorch_lightning``), which binds each to the Lightning package you train with."""
 
-from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor
+from lightning_viz.callbacks._base import Needs, Part, ProbeLogs, ProbeMonitor
 from lightning_viz.callbacks.deconvnet import DeconvNetMonitor
 from lightning_viz.callbacks.diagnostics import TrainingDiagnostics
 from lightning_viz.callbacks.filters import FilterMonitor
@@ -14,6 +14,8 @@ __all__ = [
     "ExplanationQualityMonitor",
     "FilterMonitor",
     "GradCAMMonitor",
+    "Needs",
+    "Part",
     "ProbeLogs",
     "ProbeMonitor",
     "TrainingDiagnostics",

@@ -27,7 +27,7 @@ import numpy as np
 
 __all__ = ["BackgroundWriter", "Written", "masked_crc32c", "use_native_crc32c"]
 
-Image = np.ndarray | Callable[[], np.ndarray]
+Image = np.ndarray | Callable[[], np.ndarray]  # an array, or a function that draws one
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -115,6 +115,10 @@ class BackgroundWriter:
             self.drain()
             self._queue.put(_STOP)
             self._thread.join()
+
+    def idle(self) -> bool:
+        """Whether everything queued has been written."""
+        return self._queue.unfinished_tasks == 0
 
     def errors(self) -> list[BaseException]:
         """The errors the worker met since the last call (each failed item is skipped, the rest written)."""

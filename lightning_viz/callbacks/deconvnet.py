@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lightning_viz._checks import check_int
 from lightning_viz.callbacks._base import ProbeLogs, ProbeMonitor
 from lightning_viz.diagnostics import rank_correlation
-from lightning_viz.methods import RULES, Rule, receptive_fields, stage_layers, top_images
+from lightning_viz.methods import RULES, Rule, receptive_fields, top_images
 from lightning_viz.probing import ProbeContext
 from lightning_viz.render import CARD_WIDTH, grid, tile_panel
 
@@ -138,14 +139,11 @@ class DeconvNetMonitor(ProbeMonitor):
             raise ValueError(f"layout must be 'fig2' or 'units', got {layout!r}")
         if top_k is None:
             top_k = 4 if layout == "fig2" else 9
-        if not isinstance(top_k, int) or top_k <= 0:
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-        if not isinstance(patches, int) or isinstance(patches, bool) or patches <= 0:
-            raise ValueError(f"patches must be a positive int, got {patches!r}")
+        check_int("top_k", top_k)
+        check_int("patches", patches)
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-        if columns is not None and (not isinstance(columns, int) or columns <= 0):
-            raise ValueError(f"columns must be a positive int or None, got {columns!r}")
+        check_int("columns", columns, none=True)
         self.top_k = top_k
         self.rule: Rule = rule
         self.columns = columns
@@ -157,13 +155,9 @@ class DeconvNetMonitor(ProbeMonitor):
         self._fields: dict[str, dict[tuple[int, int], list[int]]] = {}  # layer -> (y, x) -> receptive-field box
 
     @override
-    def _options(self) -> dict[str, Any]:
-        options = {**super()._options(), "top_k": self.top_k, "rule": self.rule, "layout": self.layout}
+    def options(self) -> dict[str, Any]:
+        options = {**super().options(), "top_k": self.top_k, "rule": self.rule, "layout": self.layout}
         return {**options, "patches": self.patches} if self.layout == "fig2" else options
-
-    @override
-    def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
-        return self._shared_setup("stage_layers", lambda: stage_layers(model, images))
 
     @override
     def compute(self, context: ProbeContext, step: int) -> ProbeLogs:

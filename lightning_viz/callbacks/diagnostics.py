@@ -16,7 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_viz.callbacks._base import LayerSpec, LightningModule, Needs, ProbeLogs, ProbeMonitor, Trainer
+from lightning_viz._checks import check_int
+from lightning_viz.callbacks._base import LayerSpec, Needs, Part, ProbeLogs, ProbeMonitor
+from lightning_viz.callbacks._layout import CUSTOM_SCALARS_LAYOUT
+from lightning_viz.callbacks._suite import shown_names
 from lightning_viz.diagnostics import (
     LossHistory,
     alias_fractions,
@@ -41,114 +44,17 @@ from lightning_viz.diagnostics.verdicts import (
     LearningRateEvidence,
     StrideEvidence,
     Thresholds,
-    Verdict,
     kernel_size_verdict,
     learning_rate_verdict,
     stride_verdict,
     unless_too_high,
+    verdict_text,
 )
-from lightning_viz.methods import conv_layer_names, resolve_layer, stage_layers
+from lightning_viz.methods import conv_layer_names, resolve_layer
 from lightning_viz.methods._layers import named_layers
 from lightning_viz.probing import ProbeContext
 
-__all__ = ["CUSTOM_SCALARS_LAYOUT", "TrainingDiagnostics"]
-
-# TensorBoard's Custom Scalars tab: one group per question, one chart per number (tags are regular expressions that
-# TensorBoard matches at the start of a tag). A chart whose number decides a verdict or a warning draws the line that
-# decides it (a ``threshold/...`` series, or the series it is compared with) and its title says which side fails; a
-# chart whose number decides nothing says "no verdict". Numbers whose range spans decades are drawn as their log10.
-# TensorBoard smooths every series that is not constant (0.6 by default, in each dashboard's sidebar): read the
-# verdicts at smoothing 0. The session renames the groups and tags of a second instance (``_session.layout_for``).
-CUSTOM_SCALARS_LAYOUT = {
-    "kernel size": {
-        "verdict: -1 too small, 0 ok, 1 larger than it uses (read at smoothing 0)": [
-            "Multiline",
-            [r"verdict/kernel_size"],
-        ],
-        "log10 learned share of the filters (below the line: kernel and stride verdicts wait)": [
-            "Multiline",
-            [r"diagnostics/log10_learned_share/", r"threshold/log10_min_learned"],
-        ],
-        "window holding most of the learned energy (below the kernel's line: larger than it uses)": [
-            "Multiline",
-            [r"diagnostics/energy_window/", r"diagnostics/kernel_size/"],
-        ],
-        "share of pixels no window covers (above the line: too small)": [
-            "Multiline",
-            [r"diagnostics/coverage_gap/", r"threshold/coverage_gap"],
-        ],
-        "rim energy of the filters and of their learned part (no verdict; 1: an even spread)": [
-            "Multiline",
-            [r"diagnostics/(learned_)?rim_share/"],
-        ],
-        "band energy shares (no verdict)": ["Multiline", [r"diagnostics/band_(low|mid|high)/"]],
-        "smoothness index (no verdict; 0: noise, as at init)": ["Multiline", [r"diagnostics/smoothness/"]],
-        "dead filters, dominance (no verdict)": ["Multiline", [r"diagnostics/(dead_filters|dominance)/"]],
-    },
-    "stride": {
-        "verdict: 0 ok, 1 aliasing (read at smoothing 0)": ["Multiline", [r"verdict/stride"]],
-        "alias fraction (above the line: aliasing)": [
-            "Multiline",
-            [r"diagnostics/alias_fraction/", r"threshold/alias_fraction"],
-        ],
-        "deepest feature map side (at or below the line: no stride verdict)": [
-            "Multiline",
-            [r"diagnostics/map_size/", r"threshold/coarse_map"],
-        ],
-        "alias fraction of the learned part of the filters (no verdict)": [
-            "Multiline",
-            [r"diagnostics/learned_alias_fraction/"],
-        ],
-        "shift consistency, TVD (no verdict; lower: steadier under shifts)": ["Multiline", [r"diagnostics/shift_tvd/"]],
-        "lattice-peak ratio, a log10 power ratio (no verdict)": ["Multiline", [r"diagnostics/lattice_peak_ratio/"]],
-        "uneven overlap (no verdict; 1: even)": ["Multiline", [r"diagnostics/uneven_overlap/"]],
-    },
-    "learning rate": {
-        "verdict: -1 too low, 0 ok, 1 too high (read at smoothing 0)": ["Multiline", [r"verdict/learning_rate"]],
-        "training loss progress (above the top line: ok; below the middle: stalled; below the bottom: too high)": [
-            "Multiline",
-            [r"diagnostics/loss_progress", r"threshold/(progress_ok|stalled_progress|risen_progress)"],
-        ],
-        "log10 representation change since the first probe (below the line with the loss stalled: too low)": [
-            "Multiline",
-            [r"diagnostics/log10_change/", r"threshold/log10_change_low"],
-        ],
-        "largest training loss over the first (above the line with the loss not falling: too high)": [
-            "Multiline",
-            [r"diagnostics/loss_spike", r"threshold/spike"],
-        ],
-        "dead channels (deepest stage above the line with the loss not falling: too high)": [
-            "Multiline",
-            [r"diagnostics/dead_channels/", r"threshold/dead_channels"],
-        ],
-        "log10 update / weight ratio (no verdict; the line: 1e-3, a rule of thumb)": [
-            "Multiline",
-            [r"diagnostics/log10_update_ratio/", r"reference/log10_update_ratio"],
-        ],
-        "first-layer RMS growth (no verdict; 1: as at init)": ["Multiline", [r"diagnostics/rms_growth/"]],
-        "CKA with the previous probe (no verdict; 1: unchanged)": ["Multiline", [r"diagnostics/cka_previous/"]],
-    },
-    "explanation quality": {
-        "pointing game (at or below the chance line: warning)": [
-            "Multiline",
-            [r"quality/[^/]+/(energy_)?pointing_game(_chance)?$"],
-        ],
-        "deletion and insertion AUC (deletion at or above the insertion line: warning)": [
-            "Multiline",
-            [r"quality/[^/]+/(deletion|insertion)_auc$"],
-        ],
-        "class sensitivity (above the line: the maps ignore the class)": [
-            "Multiline",
-            [r"quality/[^/]+/class_sensitivity$"],
-        ],
-        "randomisation check (above the line: the maps survive re-initialisation)": [
-            "Multiline",
-            [r"quality/[^/]+/randomization$"],
-        ],
-        "blank maps (above the line: warning)": ["Multiline", [r"quality/[^/]+/blank_maps$"]],
-        "stability between probes (no warning; 1: the same maps)": ["Multiline", [r"quality/[^/]+/stability$"]],
-    },
-}
+__all__ = ["CUSTOM_SCALARS_LAYOUT", "TrainingDiagnostics"]  # the layout is re-exported where it always was
 
 REFERENCE_UPDATE_RATIO = 1e-3
 """The update / weight ratio often cited as healthy (CS231n's "about 1e-3"): a rule of thumb drawn for reference as
@@ -223,10 +129,8 @@ class TrainingDiagnostics(ProbeMonitor):
         **kwargs: Any,
     ) -> None:
         super().__init__(layers=layers, **kwargs)
-        if not isinstance(top_k, int) or top_k <= 0:
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-        if not isinstance(shift_every_n_steps, int) or isinstance(shift_every_n_steps, bool) or shift_every_n_steps < 1:
-            raise ValueError(f"shift_every_n_steps must be a positive int, got {shift_every_n_steps!r}")
+        check_int("top_k", top_k)
+        check_int("shift_every_n_steps", shift_every_n_steps)
         self.shift_every_n_steps = shift_every_n_steps
         self.first_layer = first_layer
         self.top_k = top_k
@@ -238,65 +142,46 @@ class TrainingDiagnostics(ProbeMonitor):
         self._reference: Tensor | None = None  # the deepest stage's probe representation at the first probe
         self._losses = LossHistory()
         self._pending: list[tuple[int, Tensor]] = []  # batch losses not yet read (read at a probe: one sync)
-        self._batch_step = 0
 
     @override
-    def _options(self) -> dict[str, Any]:
+    def options(self) -> dict[str, Any]:
         return {
-            **super()._options(),
-            "first_layer": self._layer_key(self.first_layer),
+            **super().options(),
+            "first_layer": self.layer_key(self.first_layer),
             "top_k": self.top_k,
             "thresholds": self.thresholds,
             "shift_every_n_steps": self.shift_every_n_steps,
         }
 
     @override
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().on_fit_start(trainer, pl_module)
-        name = (
-            conv_layer_names(pl_module)[0]
-            if self.first_layer is None
-            else resolve_layer(pl_module, self.first_layer)[0]
-        )
-        if not isinstance(resolve_layer(pl_module, name)[1], nn.Conv2d):
+    def fit_start(self, model: nn.Module) -> None:
+        name = conv_layer_names(model)[0] if self.first_layer is None else resolve_layer(model, self.first_layer)[0]
+        if not isinstance(resolve_layer(model, name)[1], nn.Conv2d):
             raise ValueError(f"first_layer {self.first_layer!r} is not an nn.Conv2d")
         self._first = name
 
     @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def train_start(self, model: nn.Module) -> None:
         assert self._first is not None
-        first = resolve_layer(pl_module, self._first)[1]
+        first = resolve_layer(model, self._first)[1]
         if self._initial is None and isinstance(first, nn.Conv2d):
             self._initial = first.weight.detach().float().cpu().clone()  # a copy: training updates it in place
-        super().on_train_start(trainer, pl_module)
-
-    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
-        step = trainer.global_step + 1  # the step this update completes
-        if not trainer.is_global_zero or not self.is_probe_step(step) or (self._before and self._before[0] == step):
-            return
-        convs = {name: module.weight for name, module in _convs(pl_module)}
-        self._before = (step, {name: weight.detach().clone() for name, weight in convs.items()})
-
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        self._batch_step = trainer.global_step  # the step the batch's loss is computed at, as Lightning logs it
 
     @override
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
+    def before_update(self, model: nn.Module, step: int) -> None:
+        if self._before is None or self._before[0] != step:
+            self._before = (step, {name: module.weight.detach().clone() for name, module in _convs(model)})
+
+    @override
+    def observe_batch(self, step: int, outputs: Any) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if trainer.is_global_zero and isinstance(loss, Tensor) and loss.numel() == 1:
+        if isinstance(loss, Tensor) and loss.numel() == 1:
             # kept on its device: reading it now would make a GPU wait at every step
-            self._pending.append((self._batch_step, loss.detach().reshape(())))
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            self._pending.append((step, loss.detach().reshape(())))
 
     @override
-    def _layer_specs(self) -> list[LayerSpec | None]:
-        return [*super()._layer_specs(), self.first_layer]
-
-    @override
-    def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
-        return self._shared_setup("stage_layers", lambda: stage_layers(model, images))
+    def layer_options(self) -> list[LayerSpec | None]:
+        return [*super().layer_options(), self.first_layer]
 
     @override
     def needs(self) -> Needs:
@@ -308,15 +193,10 @@ class TrainingDiagnostics(ProbeMonitor):
         return {group: CUSTOM_SCALARS_LAYOUT[group] for group in ("kernel size", "stride", "learning rate")}
 
     @override
-    def expensive_parts(self) -> dict[str, int]:
-        return {"shift_consistency": self.shift_every_n_steps}
+    def parts(self) -> list[Part]:
+        return [Part("shift_consistency", self.shift_every_n_steps, 12.0, self._shift_consistency)]  # 3 sizes x 4 ways
 
-    @override
-    def part_passes(self, name: str) -> float:
-        return 12.0  # 3 sizes x 4 directions
-
-    @override
-    def compute_part(self, name: str, context: ProbeContext, step: int) -> ProbeLogs:
+    def _shift_consistency(self, context: ProbeContext, step: int) -> ProbeLogs:
         """Shift consistency: 12 shifted copies of the probe in one forward pass, twelve times the probe's own."""
         if not bool(torch.isfinite(context.logits).all()):
             return ProbeLogs()
@@ -407,7 +287,7 @@ class TrainingDiagnostics(ProbeMonitor):
         alias = None
         # an early probe is the learning rate's: the alias fraction waits until the stride verdict can read it (the
         # filters learned enough) and the lattice peaks until the regular probes (no verdict reads them)
-        early = self._early_only(step)
+        early = context.early
         share = logs.scalars.get(f"diagnostics/learned_share/{tag}")
         if inputs and not (early and (share is None or share < self.thresholds.min_learned)):
             weights: list[Tensor | None] = [None]
@@ -472,8 +352,7 @@ class TrainingDiagnostics(ProbeMonitor):
         if self._losses.first_nonfinite_step is not None:
             seen.append(f"the training loss since step {self._losses.first_nonfinite_step}")
         if nonfinite:
-            shown = ", ".join(nonfinite[:3]) + (f" and {len(nonfinite) - 3} more" if len(nonfinite) > 3 else "")
-            seen.append(f"the weights at step {step} ({shown})")
+            seen.append(f"the weights at step {step} ({shown_names(nonfinite)})")
         return self._verdicts(
             ProbeLogs(),
             step,
@@ -497,7 +376,7 @@ class TrainingDiagnostics(ProbeMonitor):
             if verdict.degree is not None:
                 logs.scalars[f"degree/{verdict.name}"] = verdict.degree
         logs.scalars.update(_chart_lines(self.thresholds))
-        logs.texts["diagnostics/verdicts"] = _verdict_text(verdicts, step)
+        logs.texts["diagnostics/verdicts"] = verdict_text(verdicts, step)
         return logs
 
     @override
@@ -538,13 +417,6 @@ def _chart_lines(thresholds: Thresholds) -> dict[str, float]:
         lines[f"threshold/log10_{name}"] = math.log10(max(getattr(t, name), _LOG_FLOOR))
     lines["reference/log10_update_ratio"] = math.log10(REFERENCE_UPDATE_RATIO)
     return lines
-
-
-def _verdict_text(verdicts: list[Verdict], step: int) -> str:
-    """One line per verdict, each starting with its mark (✗ failing, ✓ ok, … not enough evidence yet, – no
-    verdict)."""
-    lines = [f"- **{v.name.replace('_', ' ')}**: {v.text}" for v in verdicts]
-    return f"Step {step}:\n\n" + "\n\n".join(lines)
 
 
 def _int_or_none(value: float | None) -> int | None:

@@ -12,9 +12,10 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_viz.callbacks._base import LayerSpec, Needs, ProbeLogs, ProbeMonitor
+from lightning_viz._checks import check_int
+from lightning_viz.callbacks._base import LayerSpec, Needs, Part, ProbeLogs, ProbeMonitor
 from lightning_viz.diagnostics import beyond_nyquist, filter_spectra, kernel_energy, nyquist_half_width, rim_share
-from lightning_viz.methods import conv_layer_names, resolve_layer, stage_layers, top_k_units
+from lightning_viz.methods import conv_layer_names, resolve_layer, top_k_units
 from lightning_viz.methods._hooks import forward_until
 from lightning_viz.methods.activation_max import ActivationMaxConfig, maximize_channels
 from lightning_viz.probe import ProbeBatch
@@ -137,14 +138,10 @@ class FilterMonitor(ProbeMonitor):
         **kwargs: Any,
     ) -> None:
         super().__init__(layers=layers, **kwargs)
-        for name, value, least in (
-            ("feature_map_images", feature_map_images, 1),
-            ("activation_max_channels", activation_max_channels, 0),
-            ("activation_max_steps", activation_max_steps, 1),
-            ("activation_max_every_n_steps", activation_max_every_n_steps, 1),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+        check_int("feature_map_images", feature_map_images)
+        check_int("activation_max_channels", activation_max_channels, least=0)
+        check_int("activation_max_steps", activation_max_steps)
+        check_int("activation_max_every_n_steps", activation_max_every_n_steps)
         self.filter_layer = filter_layer
         self.feature_map_images = feature_map_images
         self.activation_max_layer = activation_max_layer
@@ -156,44 +153,35 @@ class FilterMonitor(ProbeMonitor):
         self._activation_max_name: str | None = None  # activation_max_layer's name, known from fit start
 
     @override
-    def _options(self) -> dict[str, Any]:
+    def options(self) -> dict[str, Any]:
         return {
-            **super()._options(),
-            "filter_layer": self._layer_key(self.filter_layer),
-            "activation_max_layer": self._layer_key(self.activation_max_layer),
+            **super().options(),
+            "filter_layer": self.layer_key(self.filter_layer),
+            "activation_max_layer": self.layer_key(self.activation_max_layer),
             "activation_max_channels": self.activation_max_channels,
             "activation_max_every_n_steps": self.activation_max_every_n_steps,
         }
 
     @override
-    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        super().on_fit_start(trainer, pl_module)
-        for layer in (self.filter_layer, self.activation_max_layer):
-            if layer is not None:
-                resolve_layer(pl_module, layer)  # fail fast, with close matches
-        if self.filter_layer is not None and not isinstance(resolve_layer(pl_module, self.filter_layer)[1], nn.Conv2d):
+    def fit_start(self, model: nn.Module) -> None:
+        if self.filter_layer is not None and not isinstance(resolve_layer(model, self.filter_layer)[1], nn.Conv2d):
             raise ValueError(f"filter_layer {self.filter_layer!r} is not an nn.Conv2d")
         if self.activation_max_layer is not None:
-            self._activation_max_name = resolve_layer(pl_module, self.activation_max_layer)[0]
+            self._activation_max_name = resolve_layer(model, self.activation_max_layer)[0]
 
     @override
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+    def train_start(self, model: nn.Module) -> None:
         if self._initial is None:  # a resumed run keeps the first run's (restored by load_state_dict)
-            conv = resolve_layer(pl_module, self._filter_name(pl_module))[1]
+            conv = resolve_layer(model, self._filter_name(model))[1]
             if isinstance(conv, nn.Conv2d):
                 self._initial = conv.weight.detach().float().cpu().clone()  # a copy: training updates it in place
-        super().on_train_start(trainer, pl_module)
 
     def _filter_name(self, model: nn.Module) -> str:
         return conv_layer_names(model)[0] if self.filter_layer is None else resolve_layer(model, self.filter_layer)[0]
 
     @override
-    def _layer_specs(self) -> list[LayerSpec | None]:
-        return [*super()._layer_specs(), self.filter_layer, self.activation_max_layer]
-
-    @override
-    def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
-        return self._shared_setup("stage_layers", lambda: stage_layers(model, images))
+    def layer_options(self) -> list[LayerSpec | None]:
+        return [*super().layer_options(), self.filter_layer, self.activation_max_layer]
 
     def _activation_max_target(self, model: nn.Module) -> str:
         target = self.layer_names[-1] if self.activation_max_layer is None else self.activation_max_layer
@@ -205,8 +193,12 @@ class FilterMonitor(ProbeMonitor):
         return Needs(layers=[*self.layer_names, *extra])
 
     @override
-    def expensive_parts(self) -> dict[str, int]:
-        return {"activation_max": self.activation_max_every_n_steps} if self.activation_max_channels else {}
+    def parts(self) -> list[Part]:
+        if not self.activation_max_channels:
+            return []
+        # each optimisation step: a forward and a backward pass of one image per channel
+        passes = 3.0 * self.activation_max.steps * self.activation_max_channels / self.probe_size
+        return [Part("activation_max", self.activation_max_every_n_steps, passes, self._activation_max_part)]
 
     @override
     def compute(self, context: ProbeContext, step: int) -> ProbeLogs:
@@ -214,7 +206,7 @@ class FilterMonitor(ProbeMonitor):
         logs = ProbeLogs()
         name = self._filter_name(model)
         logs.images.update(self._filters(resolve_layer(model, name)[1], name, step))
-        if self._early_only(step):
+        if context.early:
             return logs
         display = probe.display_images()
         for layer in self.layer_names:
@@ -226,13 +218,7 @@ class FilterMonitor(ProbeMonitor):
                 logs.images[tag] = self._feature_maps(shown, dead, display[i].numpy(), probe, i, layer, step)
         return logs
 
-    @override
-    def part_passes(self, name: str) -> float:
-        # each optimisation step: a forward and a backward pass of one image per channel
-        return 3.0 * self.activation_max.steps * self.activation_max_channels / self.probe_size
-
-    @override
-    def compute_part(self, name: str, context: ProbeContext, step: int) -> ProbeLogs:
+    def _activation_max_part(self, context: ProbeContext, step: int) -> ProbeLogs:
         model, probe = context.model, context.probe
         target = self._activation_max_target(model)
         act = context.activation(target)  # captured by the shared pass (see needs)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lightning_viz._checks import check_int
 from lightning_viz.callbacks._base import Needs, ProbeLogs, ProbeMonitor
 from lightning_viz.methods import default_cam_layer
 from lightning_viz.probing import ProbeContext
@@ -57,14 +58,12 @@ class GradCAMMonitor(ProbeMonitor):
         **kwargs: Any,
     ) -> None:
         super().__init__(layers=layers, **kwargs)
-        if not isinstance(images_per_panel, int) or isinstance(images_per_panel, bool) or images_per_panel <= 0:
-            raise ValueError(f"images_per_panel must be a positive int, got {images_per_panel!r}")
+        check_int("images_per_panel", images_per_panel)
+        check_int("columns", columns, none=True)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
         from matplotlib import colormaps
 
-        if columns is not None and (not isinstance(columns, int) or columns <= 0):
-            raise ValueError(f"columns must be a positive int or None, got {columns!r}")
         if cmap not in colormaps:
             raise ValueError(f"unknown matplotlib colormap {cmap!r}")
         self.alpha = alpha
@@ -73,12 +72,12 @@ class GradCAMMonitor(ProbeMonitor):
         self.images_per_panel = images_per_panel
 
     @override
-    def _options(self) -> dict[str, Any]:
-        return {**super()._options(), "alpha": self.alpha, "cmap": self.cmap}
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "alpha": self.alpha, "cmap": self.cmap}
 
     @override
     def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
-        return [self._shared_setup("cam_layer", lambda: default_cam_layer(model, images))]
+        return [default_cam_layer(model, images)]
 
     @override
     def needs(self) -> Needs:

@@ -4,15 +4,16 @@ next to the pictures at every probe."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_viz.callbacks._base import Needs, ProbeLogs, ProbeMonitor, nonfinite_message
-from lightning_viz.callbacks.diagnostics import CUSTOM_SCALARS_LAYOUT
+from lightning_viz._checks import check_int
+from lightning_viz.callbacks._base import Needs, Part, ProbeLogs, ProbeMonitor, nonfinite_message
+from lightning_viz.callbacks._layout import CUSTOM_SCALARS_LAYOUT
 from lightning_viz.diagnostics import (
     blank_maps,
     class_sensitivity,
@@ -41,31 +42,9 @@ METHODS = ("gradcam", "deconvnet", "guided")
 # network's initial weights, and the check would compare the network with its own starting point.
 _REINIT_SEED = 2018_12_03
 
-Explainer = Callable[[nn.Module, Tensor, list[Tensor]], list[Tensor]]
-
 _Standing = dict[str, tuple[int, str]]  # warning key ("<method>/<check>") -> (the step since which it holds, its text)
 
 _EXPENSIVE = "randomization_and_faithfulness"  # the expensive part's name
-
-
-def _grad_cam_explainer(layer: nn.Module) -> Explainer:
-    def explain(model: nn.Module, images: Tensor, targets: list[Tensor]) -> list[Tensor]:
-        _, maps = grad_cam_maps(model, images, [layer], list(targets))
-        return next(iter(maps.values()))
-
-    return explain
-
-
-def _backprop_explainer(rule: str) -> Explainer:
-    """Deconvnet or guided backpropagation of the class score to the pixels; the map is the per-pixel L1 norm over
-    colour channels. All targets go through one forward and one backward pass of a stacked batch."""
-
-    def explain(model: nn.Module, images: Tensor, targets: list[Tensor]) -> list[Tensor]:
-        stacked = images.repeat(len(targets), 1, 1, 1)
-        projections = deconvnet(model, stacked, target=torch.cat(targets), rule=rule)  # type: ignore[arg-type]
-        return list(torch.split(projections.abs().sum(dim=1).float(), len(images)))
-
-    return explain
 
 
 class ExplanationQualityMonitor(ProbeMonitor):
@@ -143,16 +122,9 @@ class ExplanationQualityMonitor(ProbeMonitor):
             raise ValueError(f"methods must be distinct names from {METHODS}, got {methods!r}")
         if self.layers is not None and len(self.layers) != 1:
             raise ValueError(f"layers must name one Grad-CAM layer, got {layers!r}")
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
-        if randomize_top is not None and (not isinstance(randomize_top, int) or randomize_top < 1):
-            raise ValueError(f"randomize_top must be a positive int or None, got {randomize_top!r}")
-        if (
-            not isinstance(expensive_every_n_steps, int)
-            or isinstance(expensive_every_n_steps, bool)
-            or expensive_every_n_steps < 1
-        ):
-            raise ValueError(f"expensive_every_n_steps must be a positive int, got {expensive_every_n_steps!r}")
+        check_int("steps", steps)
+        check_int("randomize_top", randomize_top, none=True)
+        check_int("expensive_every_n_steps", expensive_every_n_steps)
         self.expensive_every_n_steps = expensive_every_n_steps
         self.methods = list(methods)
         self.steps = steps
@@ -166,9 +138,9 @@ class ExplanationQualityMonitor(ProbeMonitor):
         self._said_before: _Standing | None = None  # the warnings before that step (for a second part at that step)
 
     @override
-    def _options(self) -> dict[str, Any]:
+    def options(self) -> dict[str, Any]:
         return {
-            **super()._options(),
+            **super().options(),
             "methods": self.methods,
             "steps": self.steps,
             "randomize_top": self.randomize_top,
@@ -177,7 +149,7 @@ class ExplanationQualityMonitor(ProbeMonitor):
 
     @override
     def default_layers(self, model: nn.Module, images: Tensor) -> list[str]:
-        return [self._shared_setup("cam_layer", lambda: default_cam_layer(model, images))]
+        return [default_cam_layer(model, images)]
 
     @override
     def needs(self) -> Needs:
@@ -188,14 +160,11 @@ class ExplanationQualityMonitor(ProbeMonitor):
         return {"explanation quality": CUSTOM_SCALARS_LAYOUT["explanation quality"]}
 
     @override
-    def expensive_parts(self) -> dict[str, int]:
-        return {_EXPENSIVE: self.expensive_every_n_steps}
-
-    @override
-    def part_passes(self, name: str) -> float:
+    def parts(self) -> list[Part]:
         # per method: the re-initialised network's forward and backward pass, and 2 * steps - 1 perturbed copies
         # whose imputation costs about as much again as their forward passes
-        return len(self.methods) * (3.0 + 2.0 * (2 * self.steps - 1))
+        passes = len(self.methods) * (3.0 + 2.0 * (2 * self.steps - 1))
+        return [Part(_EXPENSIVE, self.expensive_every_n_steps, passes, self._randomization_and_faithfulness)]
 
     def _maps(self, context: ProbeContext, method: str, which: Any) -> Tensor:
         """The step's shared maps: Grad-CAM of the layer, or the class score projected to the pixels (per-pixel L1
@@ -309,8 +278,7 @@ class ExplanationQualityMonitor(ProbeMonitor):
         logs.update(self._warn(step, "maps", warnings, note))
         return logs
 
-    @override
-    def compute_part(self, name: str, context: ProbeContext, step: int) -> ProbeLogs:
+    def _randomization_and_faithfulness(self, context: ProbeContext, step: int) -> ProbeLogs:
         """The randomisation check (maps of a re-initialised network), and deletion and insertion: how fast the
         predicted class's score falls as the top-ranked pixels are removed, and rises as they are restored."""
         stop = self._nonfinite_outputs(context, step)

@@ -64,6 +64,8 @@ class ProbeContext:
         gradients: record the graph, for Grad-CAM and class-score projections; False runs the pass without it.
         memo: where results that depend only on the architecture and the image size are kept from one step to the
             next (each layer's crop layout for single-unit projections); None keeps them for this step only.
+        early: the step is an early probe and nothing more (not step 0, a regular or the final probe): a monitor may
+            leave out what only the regular probes need.
 
     Raises:
         TypeError: from the forward pass, if a captured layer's output is not a tensor.
@@ -77,8 +79,10 @@ class ProbeContext:
         inputs_of: Collection[str] = (),
         gradients: bool = True,
         memo: dict[Any, Any] | None = None,
+        early: bool = False,
     ) -> None:
         self.model = model
+        self.early = early
         self._memo = {} if memo is None else memo
         self.probe = probe
         self.images = probe.images

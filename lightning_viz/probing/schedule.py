@@ -1,80 +1,236 @@
-"""The cost budget: how far the probes must be spaced for the suite to stay within a share of training time.
+"""The cost budget: which of the suite's jobs run at a step so that the whole fit stays within a share of its
+training time. Pure: times go in as numbers, decisions come out; no Trainer, no clock.
 
-Each monitor has a regular part, run at its cadence (``every_n_steps``), and some have expensive parts with a
-rarer cadence of their own (activation maximisation, deletion/insertion). Given the measured cost of each part
-and of a training step, :func:`plan` stretches the cadences by powers of two:
+A job is one monitor's regular part (run at its cadence, ``every_n_steps``, and at its early steps) or one of its
+expensive parts (a rarer cadence of its own: activation maximisation, deletion/insertion, shift consistency).
+:class:`Schedule` decides, at each step, which jobs run:
 
-1. the regular parts together, by one factor (so the monitors keep probing at the same steps and share the
-   forward pass), the smallest that fits the budget less what the early probes cost spread over the run;
-2. each expensive part, by the smallest factor that fits its equal share of what the regular parts leave, or
-   not at all (None: it runs at the final probe only) when they leave nothing.
+- step 0 (the fit's first step), the early steps and the final probe run every regular job: they are what the
+  verdicts and the step slider need, so a fit too short to pay for them overspends, and says so;
+- between them, the regular cadences are stretched together by one power of two (so the monitors keep probing at
+  the same steps and share one forward pass): the smallest factor with which what was spent, the final probe (held
+  in reserve) and the regular probes still to come fit the budget of the whole fit;
+- each expensive part gets, from what the regular probes leave, an equal share and the smallest stretch of its
+  cadence that fits it; with nothing left it waits for the final probe, which admits it only where it fits what
+  the fit has earned by then (in the monitors' order), and is otherwise reported as not afforded;
+- every admission is checked against the budget once more with its own cost, so no plan made on an old estimate
+  overspends.
 
-The plan depends on the measured costs only through these factors, and a factor changes only when a cost
-crosses a power of two, so runs whose costs are alike probe at the same steps: a part runs at step ``s`` when
-``s`` is a multiple of ``every * factor``.
+The budget of the fit is ``budget`` times its bare training time: the typical step's time times the fit's steps,
+where the trainer knows them, else times the steps trained so far (a fit of unknown length pays as it goes).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-__all__ = ["Part", "plan", "stretch"]
+__all__ = ["MAX_STRETCH", "WARMUP_STEPS", "Decision", "Job", "Schedule", "StepTimes", "stretch"]
 
 MAX_STRETCH = 1024
+WARMUP_STEPS = 50
+"""Steps whose times are not yet trusted (loader workers, kernel selection): the budget spaces nothing before."""
 
 
-def stretch(cost_per_step: float, allowed_per_step: float) -> int | None:
-    """The smallest power of two ``m`` with ``cost_per_step / m <= allowed_per_step``; None beyond
-    :data:`MAX_STRETCH` or when nothing is allowed."""
-    if cost_per_step <= 0:
+def stretch(cost: float, allowed: float) -> int | None:
+    """The smallest power of two ``m`` with ``cost / m <= allowed``; None beyond :data:`MAX_STRETCH` or when
+    nothing is allowed."""
+    if cost <= 0:
         return 1
-    if allowed_per_step <= 0:
+    if allowed <= 0:
         return None
-    factor = 2 ** max(0, math.ceil(math.log2(cost_per_step / allowed_per_step) - 1e-9))
+    factor = 2 ** max(0, math.ceil(math.log2(cost / allowed) - 1e-9))
     return factor if factor <= MAX_STRETCH else None
 
 
 @dataclass(frozen=True)
-class Part:
-    """One schedulable piece of a monitor's work.
+class Job:
+    """One schedulable piece of the suite's work.
 
     Attributes:
-        key: a name unique in the suite (``"<monitor>"`` for a regular part, ``"<monitor>/<part>"`` otherwise).
-        every: its cadence in optimizer steps.
-        cost: seconds per run as measured (None until it first ran: it is assumed to fit).
-        expensive: whether it has a rarer cadence of its own.
+        key: unique in the suite: ``"<monitor>"`` for a regular part, ``"<monitor>/<part>"`` for an expensive one.
+        every: its cadence in optimizer steps (None: none; an epoch cadence or the final probe only).
+        early: the extra steps of a regular part.
+        expensive: an expensive part (its own cadence; never at step 0).
     """
 
     key: str
-    every: int
-    cost: float | None
+    every: int | None
+    early: frozenset[int] = frozenset()
     expensive: bool = False
 
 
-def plan(
-    parts: Sequence[Part], budget: float | None, step_seconds: float | None, early_seconds_per_step: float = 0.0
-) -> dict[str, int | None]:
-    """The stretch factor of each part (see the module docstring); all 1 without a budget or a step time.
+@dataclass
+class Decision:
+    """What runs at one step: the jobs admitted, and those whose cadence fell there but the budget skipped."""
+
+    run: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    stretch: int | None = 1
+
+
+class StepTimes:
+    """The typical time of a training step without the suite, and the time the suite's work added to later steps.
+
+    Each step's time is fed in (the training thread's time from the batch's start to its end, without the probe
+    itself). Steps right after a probe run beside the writer drawing it and after the probe emptied the caches:
+    their excess over the typical step is the suite's too, until the writer is idle again.
+    """
+
+    def __init__(self, window: int = 64, known_after: int = 5) -> None:
+        self.window = window
+        self.known_after = known_after  # clean steps before the typical one is trusted
+        self._clean: list[float] = []
+        self._pending: list[float] = []  # steps after a probe, before the typical step was known
+        self.excess = 0.0  # seconds the suite added to steps after its probes
+
+    def add(self, seconds: float, after_probe: bool) -> None:
+        """One training step's time; ``after_probe``: the suite's writer or a probe's aftermath touched it."""
+        if after_probe:
+            self._pending.append(seconds)
+        else:
+            self._clean.append(seconds)
+            del self._clean[: -self.window]
+        typical = self.typical()
+        if typical is not None and self._pending:
+            self.excess += sum(self._pending) - typical * len(self._pending)  # noise of either sign: not clipped
+            self._pending = []
+
+    def typical(self) -> float | None:
+        """The median of the recent clean steps (None before there are enough to trust)."""
+        return statistics.median(self._clean) if len(self._clean) >= self.known_after else None
+
+
+class Schedule:
+    """Decides which jobs run at each step (see the module docstring).
 
     Args:
-        parts: every part of the suite.
-        budget: the suite's share of training time (0.05: 5 %), or None for no limit.
-        step_seconds: the measured time of a training step without probes.
-        early_seconds_per_step: the early probes' cost spread over the run's steps.
+        jobs: every job of the suite, regular parts and expensive parts, in the monitors' order.
+        budget: the suite's share of the fit's training time (0.05: 5 %); None: every cadence as given.
+        first_step: the fit's first step (non-zero when resumed).
+        last_step: the step of the final probe where the trainer knows it (None: unknown).
     """
-    if budget is None or step_seconds is None or step_seconds <= 0:
-        return {part.key: 1 for part in parts}
-    allowed = budget * step_seconds - early_seconds_per_step
-    regular = [p for p in parts if not p.expensive]
-    load = sum(p.cost / p.every for p in regular if p.cost is not None)
-    factor = stretch(load, allowed)
-    if factor is None:  # even the regular probes cannot fit: space them as far as we go
-        factor = MAX_STRETCH
-    factors: dict[str, int | None] = {p.key: factor for p in regular}
-    expensive = [p for p in parts if p.expensive]
-    left = allowed - load / factor
-    for part in expensive:
-        factors[part.key] = 1 if part.cost is None else stretch(part.cost / part.every, left / len(expensive))
-    return factors
+
+    def __init__(self, jobs: Sequence[Job], budget: float | None, first_step: int = 0,
+                 last_step: int | None = None) -> None:  # fmt: skip
+        self.jobs = list(jobs)
+        self.budget = budget
+        self.first_step = first_step
+        self.last_step = last_step
+        self.skipped: dict[str, int] = {}
+
+    def allowance(self, step: int, step_seconds: float, whole_fit: bool = True) -> float:
+        """Seconds the suite may spend: the budget of the fit's training time (``whole_fit``, where its length is
+        known) or of the steps trained up to ``step``."""
+        assert self.budget is not None
+        end = self.last_step if whole_fit and self.last_step is not None else step
+        return self.budget * step_seconds * max(1, end - self.first_step)
+
+    def decide(self, step: int, costs: Mapping[str, float | None], spent: float, step_seconds: float | None,
+               final: bool = False, done: Iterable[str] = ()) -> Decision:  # fmt: skip
+        """The jobs that run at ``step``.
+
+        Args:
+            step: the optimizer step.
+            costs: each job's expected seconds (None: not measured yet).
+            spent: what the suite has spent so far, everything counted.
+            step_seconds: the typical training step (None during the warm-up: nothing is spaced yet).
+            final: the fit's final probe.
+            done: jobs that already ran at this step.
+        """
+        done = set(done)
+        regular = [j for j in self.jobs if not j.expensive and j.key not in done]
+        expensive = [j for j in self.jobs if j.expensive and j.key not in done]
+        always = final or step == self.first_step
+        decision = Decision()
+        if always:
+            decision.run = [j.key for j in regular]
+        if step == 0:
+            return decision  # no expensive part on an untrained network
+        if self.budget is None or step_seconds is None:
+            decision.run += [j.key for j in regular if not always and _on(j, step)]
+            decision.run += [j.key for j in expensive if (final or _on(j, step, early=False))]
+            return decision
+        reserve = 0.0 if final else sum(costs.get(j.key) or 0.0 for j in regular)  # the final probe's
+        fit = self.allowance(step, step_seconds)
+        factor = self._regular_stretch(step, costs, spent, reserve, fit)
+        decision.stretch = factor
+        admitted = spent + reserve
+        if not always:
+            for job in regular:
+                if step in job.early:  # the learning-rate verdict's early evidence: like step 0, it always runs
+                    decision.run.append(job.key)
+                elif _on(job, step):
+                    if factor is not None and step % (job.every * factor) == 0:  # type: ignore[operator]
+                        decision.run.append(job.key)
+                    else:
+                        decision.skipped.append(job.key)
+            admitted += sum(costs.get(k) or 0.0 for k in decision.run)
+        else:
+            admitted += sum(costs.get(k) or 0.0 for k in decision.run)
+            fit = self.allowance(step, step_seconds, whole_fit=False)  # what the fit has earned by its end
+        left = fit - admitted - self._future_regular(step, costs, factor)  # what the regular probes leave
+        for job in expensive:
+            cost = costs.get(job.key)
+            if final:
+                fits = cost is None or admitted + cost <= fit
+            elif not _on(job, step, early=False):
+                continue
+            else:
+                share = stretch(_future(step, self.last_step, job.every) * (cost or 0.0), left / len(expensive))
+                fits = share is not None and step % (job.every * share) == 0  # type: ignore[operator]
+                fits = fits and (cost is None or admitted + cost <= fit)
+            if fits:
+                decision.run.append(job.key)
+                admitted += cost or 0.0
+            else:
+                decision.skipped.append(job.key)
+        for key in decision.skipped:
+            self.skipped[key] = self.skipped.get(key, 0) + 1
+        return decision
+
+    def _future_regular(self, step: int, costs: Mapping[str, float | None], factor: int | None) -> float:
+        """What the regular cadences at ``factor`` will spend after ``step`` (the final probe not counted)."""
+        if factor is None:
+            return 0.0
+        return sum(
+            _future(step, self.last_step, job.every * factor) * (costs.get(job.key) or 0.0)
+            for job in self.jobs
+            if not job.expensive and job.every is not None
+        )
+
+    def _regular_stretch(self, step: int, costs: Mapping[str, float | None], spent: float, reserve: float,
+                         fit: float) -> int | None:  # fmt: skip
+        """The smallest power of two by which the regular cadences must be stretched to fit ``fit``; None when
+        not even the widest spacing does. With the fit's length unknown: the rate of the regular probes against
+        the budget's rate."""
+        if self.last_step is None:
+            assert self.budget is not None
+            load = sum(
+                (costs.get(j.key) or 0.0) / j.every for j in self.jobs if not j.expensive and j.every is not None
+            )
+            allowed = fit / max(1, step - self.first_step)  # the budget per step
+            factor = stretch(load, allowed)
+            return factor if factor is not None and spent + reserve <= fit else None
+        factor = 1
+        while factor <= MAX_STRETCH:
+            if spent + reserve + self._future_regular(step - 1, costs, factor) <= fit:
+                return factor
+            factor *= 2
+        return None
+
+
+def _on(job: Job, step: int, early: bool = True) -> bool:
+    """Whether ``job``'s own cadence (and early steps) fall on ``step``."""
+    return (early and step in job.early) or (job.every is not None and step % job.every == 0)
+
+
+def _future(step: int, last: int | None, every: int | None) -> int:
+    """How many multiples of ``every`` lie after ``step`` and before ``last`` (1 where ``last`` is unknown)."""
+    if every is None:
+        return 0
+    if last is None:
+        return 1
+    return max(0, (last - 1) // every - step // every)
