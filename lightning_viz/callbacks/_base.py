@@ -2,19 +2,24 @@
 state. Its Lightning hooks hand over to the trainer's suite (:mod:`lightning_viz.callbacks._suite`), which runs the
 probe steps of all the monitors together.
 
-A custom monitor overrides two methods::
+A custom monitor subclasses the bound base (``lightning_viz.pytorch_lightning.ProbeMonitor`` or
+``lightning_viz.lightning.ProbeMonitor``) and overrides two methods::
+
+    from lightning_viz.callbacks import Needs, ProbeLogs
+    from lightning_viz.pytorch_lightning import ProbeMonitor
 
     class MeanActivation(ProbeMonitor):
-        namespace = "mean_activation"
+        def needs(self) -> Needs:  # what the step's one forward pass must capture for it
+            return Needs(layers=self.layer_names)  # (the default: its layers' outputs)
 
-        def needs(self) -> Needs:
-            return Needs(layers=self.layer_names)  # the default: the outputs of its layers
-
-        def compute(self, context: ProbeContext, step: int) -> ProbeLogs:
+        def compute(self, context, step) -> ProbeLogs:  # what it logs, read from the shared context
             return ProbeLogs(scalars={f"mean_activation/{name}": float(context.activation(name).mean())
                                       for name in self.layer_names})
 
-and is used like the others once bound to a Lightning package (``lightning_viz._namespace.bind``).
+    trainer = Trainer(logger=TensorBoardLogger("runs"), callbacks=[MeanActivation()])
+
+With ``layers=None`` it probes each convolutional stage's output (override :meth:`ProbeMonitor.default_layers` to
+choose others); the suite gives it the cadence, the budget, rank zero, the isolation and the writer.
 """
 
 from __future__ import annotations
