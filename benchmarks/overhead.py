@@ -78,6 +78,7 @@ WARMUP_STEPS = 10
 OVERHEAD_TAG = "viz/overhead_ms/"
 PROBE_STEP_TAG = OVERHEAD_TAG + "probe_step"
 BUDGET_TAG = "viz/budget"
+SPENT_TAG = "viz/budget/spent_s"
 BUSY_LOAD = 0.5  # a 1-minute load average above this before the runs: something else is running
 
 Batch = tuple[Tensor, Tensor, Tensor]
@@ -341,6 +342,9 @@ class Result:
         logged = statistics.median(logged_probe_seconds(r) for r in self.monitored)
         same = all(b.checksum == m.checksum for b, m in pairs)
         gap = widest_gap(self.monitored[0])
+        counted = [
+            max(r.scalars[SPENT_TAG])[1] / (self.steps * b.typical_step) for b, r in pairs if SPENT_TAG in r.scalars
+        ]
         return [
             self.workload,
             str(self.steps),
@@ -351,6 +355,7 @@ class Result:
             f"{100 * (monitored / bare - 1):+.0f}%",
             f"{100 * min(ratios):+.0f}%..{100 * max(ratios):+.0f}%",
             f"{100 * statistics.median(within):+.1f}% ({100 * min(within):+.1f}%..{100 * max(within):+.1f}%)",
+            f"{100 * statistics.median(counted):.1f}%" if counted else "-",
             str(probes),
             self.probes_per_monitor(),
             "-" if gap is None else str(gap),
@@ -406,6 +411,7 @@ HEADER = [
     "overhead",
     "per-pair range",
     "within runs (pairs)",
+    "the suite's own count",
     "probe steps",
     "regular probes per monitor",
     "widest gap after step 100",
@@ -485,7 +491,9 @@ def report(results: list[Result], device: str, notes: list[str], load_before: fl
             "overhead: median suite time / median bare time - 1; per-pair range: min..max of suite / bare - 1 over "
             "the pairs; within runs: each pair's (suite fit time - its steps at its own median step time) - (the same "
             "for the bare run), over the bare run's steps at its median step time: the suite's cost with the drift of "
-            "the machine's speed between runs taken out (median, min..max over the pairs); widest gap: the most "
+            "the machine's speed between runs taken out (median, min..max over the pairs); the suite's own count: what "
+            "it counted against its budget at the end (`viz/budget/spent_s`) over the bare run's steps at its median "
+            "step time (median run); widest gap: the most "
             "steps any monitor went without a regular probe after step 100 (the end of "
             "the run counts); probe time logged: the monitors' own `viz/overhead_ms/probe_step` (else "
             "`viz/overhead_ms/<Monitor>`) scalars summed (median run); event bytes: suite minus bare event files "

@@ -212,66 +212,90 @@ class TrainingDiagnostics(ProbeMonitor):
 
     @override
     def compute(self, context: ProbeContext, step: int) -> ProbeLogs:
-        model, probe = context.model, context.probe
+        """The kernel-size numbers from the first layer's weights, the learning rate's from the stages and the loss,
+        the stride's from the first layer's response, and the three verdicts."""
+        model = context.model
         assert self._first is not None
         first = resolve_layer(model, self._first)[1]
         assert isinstance(first, nn.Conv2d)
-        kernel, stride = first.kernel_size[0], first.stride[0]
-        logs = ProbeLogs()
-        put = logs.scalars.__setitem__
-        tag = self._first
+        kernel, stride, tag = first.kernel_size[0], first.stride[0], self._first
         self._read_losses()
-
         if self._losses.first_nonfinite_step is not None:
             return self.compute_nonfinite(model, step, [])
+        logs = ProbeLogs()
+        learned = self._kernel_numbers(first, logs.scalars)
+        logits = context.logits
+        if not bool(torch.isfinite(logits).all()):
+            lr = LearningRateEvidence(step, f"the probe's outputs at step {step}")
+            return self._verdicts(
+                logs, step, lr, KernelEvidence(tag, kernel, stride), StrideEvidence(tag, kernel, stride)
+            )
+        change = self._stage_numbers(context, logs.scalars)
+        alias = self._alias_numbers(context, first, learned, logs.scalars)
+        self._update_ratios(model, step, logs.scalars)
+        progress, spike = self._losses.progress(), self._losses.spike()
+        if progress is not None:
+            logs.scalars["diagnostics/loss_progress"] = progress
+        if spike is not None:
+            logs.scalars["diagnostics/loss_spike"] = spike
+        scalars, deepest = logs.scalars, self.layer_names[-1]
+        learned_share = scalars.get(f"diagnostics/learned_share/{tag}")
+        window = _int_or_none(scalars.get(f"diagnostics/energy_window/{tag}"))
+        rim = scalars.get(f"diagnostics/learned_rim_share/{tag}")
+        map_size = int(scalars[f"diagnostics/map_size/{deepest}"])
+        return self._verdicts(
+            logs,
+            step,
+            LearningRateEvidence(step, None, progress, spike, change, scalars[f"diagnostics/dead_channels/{deepest}"]),
+            KernelEvidence(tag, kernel, stride, learned_share, rim, window),
+            StrideEvidence(tag, kernel, stride, learned_share, alias, map_size),
+        )
 
+    def _kernel_numbers(self, first: nn.Conv2d, put: dict[str, float]) -> Tensor | None:
+        """The first layer's weights: band energies, smoothness, dead filters, dominance, coverage, overlap, and
+        what was learned since the start (its share, rim share and energy window). Returns the learned part."""
+        tag, kernel, stride = self._first, first.kernel_size[0], first.stride[0]
         weight = first.weight.detach().float().cpu()
         energies = band_energies(weight)
         for band, share in zip(("low", "mid", "high"), energies.mean(dim=0).tolist(), strict=True):
-            put(f"diagnostics/band_{band}/{tag}", share)
+            put[f"diagnostics/band_{band}/{tag}"] = share
         dominant = dominant_band_shares(weight, energies=energies)
         for band, share in zip(("low", "mid", "high"), dominant.tolist(), strict=True):
-            put(f"diagnostics/dominant_{band}/{tag}", share)
+            put[f"diagnostics/dominant_{band}/{tag}"] = share
         if weight.shape[-1] == weight.shape[-2] and weight.shape[-1] > 1:
-            put(f"diagnostics/smoothness/{tag}", float(smoothness_index(weight).mean()))
-        put(f"diagnostics/dead_filters/{tag}", float(dead_filters(weight).double().mean()))
-        put(f"diagnostics/dominance/{tag}", dominance(weight))
-        put(f"diagnostics/coverage_gap/{tag}", coverage_gap(kernel, stride))
+            put[f"diagnostics/smoothness/{tag}"] = float(smoothness_index(weight).mean())
+        put[f"diagnostics/dead_filters/{tag}"] = float(dead_filters(weight).double().mean())
+        put[f"diagnostics/dominance/{tag}"] = dominance(weight)
+        put[f"diagnostics/coverage_gap/{tag}"] = coverage_gap(kernel, stride)
         if stride <= kernel:
-            put(f"diagnostics/uneven_overlap/{tag}", uneven_overlap(kernel, stride))
+            put[f"diagnostics/uneven_overlap/{tag}"] = uneven_overlap(kernel, stride)
         learned = None
         if self._initial is not None and self._initial.shape == weight.shape:
-            put(f"diagnostics/rms_growth/{tag}", rms_growth(weight, self._initial))
+            put[f"diagnostics/rms_growth/{tag}"] = rms_growth(weight, self._initial)
             learned = weight - self._initial
             share = float(learned.norm() / weight.norm().clamp_min(1e-12))
-            put(f"diagnostics/learned_share/{tag}", share)
+            put[f"diagnostics/learned_share/{tag}"] = share
             if (log_share := _log10(share)) is not None:
-                put(f"diagnostics/log10_learned_share/{tag}", log_share)
-        square = weight.shape[-1] == weight.shape[-2] and kernel >= 3
-        if square:
-            put(f"diagnostics/rim_share/{tag}", rim_share(weight))
+                put[f"diagnostics/log10_learned_share/{tag}"] = log_share
+        if weight.shape[-1] == weight.shape[-2] and kernel >= 3:
+            put[f"diagnostics/rim_share/{tag}"] = rim_share(weight)
             if learned is not None and learned.norm() > 0:
-                put(f"diagnostics/learned_rim_share/{tag}", rim_share(learned))
-                put(f"diagnostics/energy_window/{tag}", energy_window(learned, self.thresholds.window_share))
-                put(f"diagnostics/kernel_size/{tag}", kernel)
+                put[f"diagnostics/learned_rim_share/{tag}"] = rim_share(learned)
+                put[f"diagnostics/energy_window/{tag}"] = energy_window(learned, self.thresholds.window_share)
+                put[f"diagnostics/kernel_size/{tag}"] = kernel
+        return learned
 
+    def _stage_numbers(self, context: ProbeContext, put: dict[str, float]) -> float:
+        """The probe loss, each stage's dead channels and CKA with the previous probe, and the deepest stage's
+        change since the first probe (returned)."""
+        probe, logits = context.probe, context.logits
         acts = {name: context.activation(name) for name in self.layer_names}
-        logits = context.logits
-        inputs = [context.layer_inputs[self._first]] if self._first in context.layer_inputs else []
-        if isinstance(logits, Tensor) and not bool(torch.isfinite(logits).all()):
-            return self._verdicts(
-                logs,
-                step,
-                LearningRateEvidence(step, f"the probe's outputs at step {step}"),
-                KernelEvidence(tag, kernel, stride),
-                StrideEvidence(tag, kernel, stride),
-            )
-        if isinstance(logits, Tensor) and probe.labels is not None and logits.dim() == 2 and logits.shape[1] > 1:
-            put("diagnostics/probe_loss", float(F.cross_entropy(logits.float(), probe.labels.to(logits.device))))
+        if probe.labels is not None and logits.dim() == 2 and logits.shape[1] > 1:
+            put["diagnostics/probe_loss"] = float(F.cross_entropy(logits.float(), probe.labels.to(logits.device)))
         for name, act in acts.items():
-            put(f"diagnostics/dead_channels/{name}", dead_channel_fraction(act))
+            put[f"diagnostics/dead_channels/{name}"] = dead_channel_fraction(act)
             if name in self._previous and len(self._previous[name]) == len(act):
-                put(f"diagnostics/cka_previous/{name}", linear_cka(self._previous[name], act.float().cpu()))
+                put[f"diagnostics/cka_previous/{name}"] = linear_cka(self._previous[name], act.float().cpu())
             self._previous[name] = act.detach().float().cpu()
         deepest = self.layer_names[-1]
         first_probe = self._reference is None or len(self._reference) != len(acts[deepest])
@@ -279,65 +303,51 @@ class TrainingDiagnostics(ProbeMonitor):
             self._reference = acts[deepest].detach().float().cpu()
         assert self._reference is not None
         change = 1.0 - linear_cka(self._reference, acts[deepest].float().cpu())
-        put(f"diagnostics/change/{deepest}", change)
+        put[f"diagnostics/change/{deepest}"] = change
         if not first_probe and (log_change := _log10(change)) is not None:  # 0 by definition at the first probe
-            put(f"diagnostics/log10_change/{deepest}", log_change)
-        put(f"diagnostics/map_size/{deepest}", min(acts[deepest].shape[-2:]))
+            put[f"diagnostics/log10_change/{deepest}"] = log_change
+        put[f"diagnostics/map_size/{deepest}"] = min(acts[deepest].shape[-2:])
+        return change
 
+    def _alias_numbers(self, context: ProbeContext, first: nn.Conv2d, learned: Tensor | None,
+                       put: dict[str, float]) -> float | None:  # fmt: skip
+        """The alias fractions of the first layer's response (returned: the whole filters'), and the lattice peaks of
+        the deepest stage's top units. An early probe is the learning rate's: the alias fraction waits until the
+        stride verdict can read it (the filters learned enough) and the lattice peaks until the regular probes."""
+        tag, stride = self._first, first.stride[0]
         alias = None
-        # an early probe is the learning rate's: the alias fraction waits until the stride verdict can read it (the
-        # filters learned enough) and the lattice peaks until the regular probes (no verdict reads them)
-        early = context.early
-        share = logs.scalars.get(f"diagnostics/learned_share/{tag}")
-        if inputs and not (early and (share is None or share < self.thresholds.min_learned)):
+        share = put.get(f"diagnostics/learned_share/{tag}")
+        inputs = context.layer_inputs.get(tag) if tag is not None else None
+        if inputs is not None and not (context.early and (share is None or share < self.thresholds.min_learned)):
             weights: list[Tensor | None] = [None]
             if learned is not None and learned.norm() > 0:
                 weights.append(learned.to(first.weight.device, first.weight.dtype))
-            fractions = alias_fractions(first, inputs[0], weights)
+            fractions = alias_fractions(first, inputs, weights)
             alias = fractions[0]
-            put(f"diagnostics/alias_fraction/{tag}", alias)
+            put[f"diagnostics/alias_fraction/{tag}"] = alias
             if len(fractions) > 1:
-                put(f"diagnostics/learned_alias_fraction/{tag}", fractions[1])
-
-        if not early:
+                put[f"diagnostics/learned_alias_fraction/{tag}"] = fractions[1]
+        if not context.early:
+            deepest = self.layer_names[-1]
             top = context.top_units(deepest, self.top_k)
             projections = context.project(deepest, top.index, "deconvnet")  # shared with DeconvNetMonitor's panel
             h, w = projections.shape[-2:]
             if stride <= min(h, w):
                 lpr = lattice_peak_ratio(projections[..., : h - h % stride, : w - w % stride], stride)
-                put(f"diagnostics/lattice_peak_ratio/{tag}", lpr)
+                put[f"diagnostics/lattice_peak_ratio/{tag}"] = lpr
+        return alias
 
-        ratios = []
-        if self._before is not None and self._before[0] == step:
-            for name, module in _convs(model):
-                if name in self._before[1]:
-                    ratios.append(update_ratio(self._before[1][name], module.weight))
-                    put(f"diagnostics/update_ratio/{name}", ratios[-1])
-                    if (log_ratio := _log10(ratios[-1])) is not None:
-                        put(f"diagnostics/log10_update_ratio/{name}", log_ratio)
-            self._before = None
-
-        progress, spike = self._losses.progress(), self._losses.spike()
-        if progress is not None:
-            put("diagnostics/loss_progress", progress)
-        if spike is not None:
-            put("diagnostics/loss_spike", spike)
-        scalars = logs.scalars
-        learned_share = scalars.get(f"diagnostics/learned_share/{tag}")
-        return self._verdicts(
-            logs,
-            step,
-            LearningRateEvidence(step, None, progress, spike, change, scalars[f"diagnostics/dead_channels/{deepest}"]),
-            KernelEvidence(
-                tag,
-                kernel,
-                stride,
-                learned_share,
-                scalars.get(f"diagnostics/learned_rim_share/{tag}"),
-                _int_or_none(scalars.get(f"diagnostics/energy_window/{tag}")),
-            ),
-            StrideEvidence(tag, kernel, stride, learned_share, alias, min(acts[deepest].shape[-2:])),
-        )
+    def _update_ratios(self, model: nn.Module, step: int, put: dict[str, float]) -> None:
+        """||dW|| / ||W|| of every convolution across the optimizer step that led to this probe step."""
+        if self._before is None or self._before[0] != step:
+            return
+        for name, module in _convs(model):
+            if name in self._before[1]:
+                ratio = update_ratio(self._before[1][name], module.weight)
+                put[f"diagnostics/update_ratio/{name}"] = ratio
+                if (log_ratio := _log10(ratio)) is not None:
+                    put[f"diagnostics/log10_update_ratio/{name}"] = log_ratio
+        self._before = None
 
     @override
     def compute_nonfinite(self, model: nn.Module, step: int, nonfinite: list[str]) -> ProbeLogs:

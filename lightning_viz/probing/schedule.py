@@ -144,52 +144,50 @@ class Schedule:
         regular = [j for j in self.jobs if not j.expensive and j.key not in done]
         expensive = [j for j in self.jobs if j.expensive and j.key not in done]
         always = final or step == self.first_step
-        decision = Decision()
-        if always:
-            decision.run = [j.key for j in regular]
+        decision = Decision(run=[j.key for j in regular] if always else [])
         if step == 0:
             return decision  # no expensive part on an untrained network
         if self.budget is None or step_seconds is None:
             decision.run += [j.key for j in regular if not always and _on(j, step)]
-            decision.run += [j.key for j in expensive if (final or _on(j, step, early=False))]
+            decision.run += [j.key for j in expensive if final or _on(j, step, early=False)]
             return decision
         reserve = 0.0 if final else sum(costs.get(j.key) or 0.0 for j in regular)  # the final probe's
         fit = self.allowance(step, step_seconds)
-        factor = self._regular_stretch(step, costs, spent, reserve, fit)
-        decision.stretch = factor
-        admitted = spent + reserve
+        decision.stretch = self._regular_stretch(step, costs, spent, reserve, fit)
         if not always:
-            for job in regular:
-                if step in job.early:  # the learning-rate verdict's early evidence: like step 0, it always runs
-                    decision.run.append(job.key)
-                elif _on(job, step):
-                    if factor is not None and step % (job.every * factor) == 0:  # type: ignore[operator]
-                        decision.run.append(job.key)
-                    else:
-                        decision.skipped.append(job.key)
-            admitted += sum(costs.get(k) or 0.0 for k in decision.run)
+            self._space_regular(step, regular, decision)
         else:
-            admitted += sum(costs.get(k) or 0.0 for k in decision.run)
             fit = self.allowance(step, step_seconds, whole_fit=False)  # what the fit has earned by its end
-        left = fit - admitted - self._future_regular(step, costs, factor)  # what the regular probes leave
+        admitted = spent + reserve + sum(costs.get(k) or 0.0 for k in decision.run)
+        left = fit - admitted - self._future_regular(step, costs, decision.stretch)  # what the regular probes leave
         for job in expensive:
-            cost = costs.get(job.key)
-            if final:
-                fits = cost is None or admitted + cost <= fit
-            elif not _on(job, step, early=False):
-                continue
-            else:
-                share = stretch(_future(step, self.last_step, job.every) * (cost or 0.0), left / len(expensive))
-                fits = share is not None and step % (job.every * share) == 0  # type: ignore[operator]
-                fits = fits and (cost is None or admitted + cost <= fit)
-            if fits:
-                decision.run.append(job.key)
-                admitted += cost or 0.0
-            else:
-                decision.skipped.append(job.key)
+            if final or _on(job, step, early=False):
+                cost = costs.get(job.key)
+                share = None if final else stretch(_future(step, self.last_step, job.every) * (cost or 0.0),
+                                                   left / len(expensive))  # fmt: skip
+                on_stretch = final or (share is not None and step % (job.every * share) == 0)  # type: ignore[operator]
+                if on_stretch and (cost is None or admitted + cost <= fit):
+                    decision.run.append(job.key)
+                    admitted += cost or 0.0
+                else:
+                    decision.skipped.append(job.key)
         for key in decision.skipped:
             self.skipped[key] = self.skipped.get(key, 0) + 1
         return decision
+
+    @staticmethod
+    def _space_regular(step: int, regular: Sequence[Job], decision: Decision) -> None:
+        """The regular jobs at ``step``: early steps always (the learning-rate verdict's evidence, like step 0), the
+        cadences where the stretch falls."""
+        factor = decision.stretch
+        for job in regular:
+            if step in job.early:
+                decision.run.append(job.key)
+            elif _on(job, step):
+                if factor is not None and step % (job.every * factor) == 0:  # type: ignore[operator]
+                    decision.run.append(job.key)
+                else:
+                    decision.skipped.append(job.key)
 
     def _future_regular(self, step: int, costs: Mapping[str, float | None], factor: int | None) -> float:
         """What the regular cadences at ``factor`` will spend after ``step`` (the final probe not counted)."""
