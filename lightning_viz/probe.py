@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
-from lightning_viz.methods._isolation import rng_state, set_rng_state
+from lightning_viz.methods import rng_state, set_rng_state
 
 __all__ = ["ProbeBatch"]
 

@@ -292,6 +292,38 @@ def test_the_final_probe_runs_an_expensive_part_only_where_the_budget_has_room(t
 
 
 @pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+def test_an_expensive_part_the_fit_cannot_afford_is_not_run_and_the_text_says_so(tmp_path: Path) -> None:
+    """No part runs beyond the budget, not even at the final probe: the budget's text names the part that never ran,
+    with its cost and the fix."""
+    monitor = FilterMonitor(every_n_steps=10, activation_max_every_n_steps=100, activation_max_steps=2,
+                            activation_max_channels=1, budget=1e-6)  # fmt: skip
+    _, trainer = fit_classifier(tmp_path, [monitor], max_steps=60, limit_val_batches=0)
+    events = read_events(trainer.logger.log_dir)
+    assert "responses/net.conv3/activation_max" not in events.Tags()["images"]
+    (text,) = [e.tensor_proto.string_val[0].decode() for e in events.Tensors("viz/budget/text_summary")]
+    assert "FilterMonitor/activation_max never ran" in text and "Raise budget=" in text and "probe_now(trainer, pl_module, parts=True)" in text
+
+
+class _ProbeNowWithParts(Callback):
+    def __init__(self, monitor: Any, step: int) -> None:
+        self.monitor, self.step = monitor, step
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            self.monitor.probe_now(trainer, pl_module, parts=True)
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+def test_probe_now_with_parts_runs_the_expensive_parts_on_demand(tmp_path: Path) -> None:
+    monitor = FilterMonitor(every_n_steps=100, activation_max_every_n_steps=1000, activation_max_steps=2,
+                            activation_max_channels=1)  # fmt: skip
+    _, trainer = fit_classifier(tmp_path, [monitor, _ProbeNowWithParts(monitor, 7)], max_steps=12,
+                                limit_val_batches=0)  # fmt: skip
+    events = read_events(trainer.logger.log_dir)
+    assert [e.step for e in events.Images("responses/net.conv3/activation_max")] == [7, 12]
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
 def test_early_probes_are_the_learning_rates(tmp_path: Path) -> None:
     """An early probe (not step 0, the cadence or the final one) leaves out what only the regular probes need:
     FilterMonitor its feature maps, TrainingDiagnostics its lattice peaks (and alias fractions while the filters have

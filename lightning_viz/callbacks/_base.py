@@ -33,8 +33,7 @@ from lightning_viz._checks import check_int
 from lightning_viz._namespace import Namespace
 from lightning_viz.callbacks._interface import Needs, Part, ProbeLogs
 from lightning_viz.callbacks._suite import ProbeSuite, nonfinite_message, suite_for
-from lightning_viz.methods import conv_layer_names, resolve_layer, stage_layers
-from lightning_viz.methods._outputs import OutputSpec
+from lightning_viz.methods import OutputSpec, conv_layer_names, resolve_layer, stage_layers
 from lightning_viz.probe import ProbeBatch
 from lightning_viz.probing import ProbeContext
 
@@ -301,9 +300,10 @@ class ProbeMonitor:
             self._suite.close()
         self._suite = None
 
-    def probe_now(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Probe at the current ``global_step`` (once per step), from any hook, validation hooks included."""
-        self.suite.probe_now(self, trainer, pl_module)
+    def probe_now(self, trainer: Trainer, pl_module: LightningModule, parts: bool = False) -> None:
+        """Probe at the current ``global_step`` (once per step), from any hook, validation hooks included; with
+        ``parts``, the expensive parts too (activation maximisation, the randomisation check, ...)."""
+        self.suite.probe_now(self, trainer, pl_module, parts)
 
     @property
     def suite(self) -> ProbeSuite:

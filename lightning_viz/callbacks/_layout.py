@@ -9,7 +9,7 @@ __all__ = ["CUSTOM_SCALARS_LAYOUT"]
 # decides it (a ``threshold/...`` series, or the series it is compared with) and its title says which side fails; a
 # chart whose number decides nothing says "no verdict". Numbers whose range spans decades are drawn as their log10.
 # TensorBoard smooths every series that is not constant (0.6 by default, in each dashboard's sidebar): read the
-# verdicts at smoothing 0. The session renames the groups and tags of a second instance (``_session.layout_for``).
+# verdicts at smoothing 0. The suite renames the groups and tags of a second instance (``_suite.layout_for``).
 CUSTOM_SCALARS_LAYOUT = {
     "kernel size": {
         "verdict: -1 too small, 0 ok, 1 larger than it uses (read at smoothing 0)": [

@@ -8,8 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_viz.methods import isolated
-from lightning_viz.methods._outputs import OutputSpec, as_classifier, describe_output, select_logits, suggest_output
+from lightning_viz.methods import OutputSpec, as_classifier, describe_output, isolated, select_logits, suggest_output
 from lightning_viz.probe import ProbeBatch
 
 __all__ = ["check_classifier"]

@@ -30,8 +30,7 @@ from lightning_viz.callbacks._interface import ProbeLogs
 from lightning_viz.callbacks._model_check import check_classifier
 from lightning_viz.callbacks._writer import BackgroundWriter, Written, use_native_crc32c
 from lightning_viz.diagnostics import nonfinite_parameters
-from lightning_viz.methods import isolated, resolve_layer
-from lightning_viz.methods._outputs import as_classifier
+from lightning_viz.methods import as_classifier, isolated, resolve_layer
 from lightning_viz.probe import ProbeBatch
 from lightning_viz.probing import ProbeContext
 from lightning_viz.probing.schedule import WARMUP_STEPS, Job, Schedule, StepTimes
@@ -319,7 +318,8 @@ class ProbeSuite:
             need = "" if cost is None else f" (about {cost:.2f} s a run)"
             lines.append(
                 f"✗ {key} never ran: the budget could not afford it{need}. Raise budget= (for example to "
-                f"{_budget_for(spent + (cost or 0.0), bare):g}) or call probe_now() where you want it."
+                f"{_budget_for(spent + (cost or 0.0), bare):g}) or call probe_now(trainer, pl_module, parts=True) "
+                "where you want it."
             )
         skipped = {k: n for k, n in self.schedule.skipped.items() if k not in never}
         if skipped:
@@ -428,12 +428,14 @@ class ProbeSuite:
             step = trainer.global_step
             self.probe_step(pl_module, step, self.decide(step, final=True))
 
-    def probe_now(self, monitor: Any, trainer: Any, pl_module: nn.Module) -> None:
-        """``monitor``'s regular probe at the current step, once per step, from any hook; outside the budget."""
+    def probe_now(self, monitor: Any, trainer: Any, pl_module: nn.Module, parts: bool = False) -> None:
+        """``monitor``'s regular probe (and its expensive parts where ``parts``) at the current step, once per step,
+        from any hook; on demand, so outside the budget's spacing (its time still counts)."""
         step = trainer.global_step
         if probing(trainer) and step != monitor.last_step:
             self.start(trainer, pl_module)
-            self.probe_step(pl_module, step, [Due(monitor, regular=True)])
+            names = [part.name for part in monitor.parts()] if parts else []
+            self.probe_step(pl_module, step, [Due(monitor, regular=True, parts=names)])
 
     def is_last(self, trainer: Any, step: int) -> bool:
         """Whether ``step`` is the fit's last optimizer step (as far as the trainer can tell)."""

@@ -50,8 +50,7 @@ from lightning_viz.diagnostics.verdicts import (
     unless_too_high,
     verdict_text,
 )
-from lightning_viz.methods import conv_layer_names, resolve_layer
-from lightning_viz.methods._layers import named_layers
+from lightning_viz.methods import conv_layer_names, named_layers, resolve_layer
 from lightning_viz.probing import ProbeContext
 
 __all__ = ["CUSTOM_SCALARS_LAYOUT", "TrainingDiagnostics"]  # the layout is re-exported where it always was

@@ -15,8 +15,7 @@ from typing_extensions import override
 from lightning_viz._checks import check_int
 from lightning_viz.callbacks._base import LayerSpec, Needs, Part, ProbeLogs, ProbeMonitor
 from lightning_viz.diagnostics import beyond_nyquist, filter_spectra, kernel_energy, nyquist_half_width, rim_share
-from lightning_viz.methods import conv_layer_names, resolve_layer, top_k_units
-from lightning_viz.methods._hooks import forward_until
+from lightning_viz.methods import conv_layer_names, forward_until, resolve_layer, top_k_units
 from lightning_viz.methods.activation_max import ActivationMaxConfig, maximize_channels
 from lightning_viz.probe import ProbeBatch
 from lightning_viz.probing import ProbeContext

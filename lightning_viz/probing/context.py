@@ -21,12 +21,12 @@ from lightning_viz.methods import (
     RuleSwitch,
     TopUnits,
     cam_from,
+    capture_outputs,
     project_units,
     resolve_layer,
     switchable_relu,
     top_k_units,
 )
-from lightning_viz.methods._hooks import capture_outputs
 from lightning_viz.methods.unit_crops import CropGrid, crop_grid, project_units_cropped
 from lightning_viz.probe import ProbeBatch
 
