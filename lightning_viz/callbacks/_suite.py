@@ -38,6 +38,10 @@ from lightning_viz.render import notice
 
 __all__ = ["Due", "ProbeSuite", "nonfinite_message", "refuse_sharded", "shown_names", "suite_for"]
 
+AFTERMATH = 20
+"""The most training steps after a probe charged to it (the writer's drawing, the emptied caches): the typical step is
+the median of the other steps, so some must stay uncharged even where probes come often and the writer is slow."""
+
 _SUITES: weakref.WeakKeyDictionary[Any, ProbeSuite] = weakref.WeakKeyDictionary()
 
 
@@ -111,7 +115,7 @@ class ProbeSuite:
         self._drawn: dict[int, dict[str, None]] = {}  # image tags each monitor drew, in order
         self._noticed: set[int] = set()  # monitors whose pictures got the divergence notice
         self._step_started: tuple[int, float] | None = None  # (batch's step, its start time)
-        self._aftermath = 0  # steps to charge after a probe: until the writer is idle, and one more
+        self._aftermath = 0  # steps still to charge after a probe: until the writer is idle, at most AFTERMATH
         self._last_hook: tuple[str, int, int] | None = None
         self._forward: list[float] = []  # the shared forward pass's last times (the parts' priors' unit)
         self.final_step: int | None = None
@@ -143,7 +147,7 @@ class ProbeSuite:
                             self._write(entry, step, logs)
         seconds = time.perf_counter() - start
         self.spent += seconds
-        self._aftermath = 1
+        self._aftermath = AFTERMATH
         self._log_suite(step, seconds, final=step == self.final_step)
 
     def _context(self, pl_module: nn.Module, group: list[Due], step: int) -> ProbeContext | None:
@@ -391,8 +395,8 @@ class ProbeSuite:
         if self._step_started is not None:
             batch_step, started = self._step_started
             self.times.add(time.perf_counter() - started, after_probe=self._aftermath > 0)
-            if self._aftermath > 0 and (self.writer is None or self.writer.idle()):
-                self._aftermath -= 1
+            if self._aftermath > 0:  # the first step that ends with the writer idle is the last one charged
+                self._aftermath = 0 if self.writer is None or self.writer.idle() else self._aftermath - 1
             if trainer.is_global_zero:
                 for monitor in self.monitors:
                     monitor.observe_batch(batch_step, outputs)
