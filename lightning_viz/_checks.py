@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any
 
-__all__ = ["check_choice", "check_int"]
+__all__ = ["check_int"]
 
 
 def check_int(name: str, value: Any, least: int = 1, none: bool = False) -> None:
@@ -15,9 +14,3 @@ def check_int(name: str, value: Any, least: int = 1, none: bool = False) -> None
     if not isinstance(value, int) or isinstance(value, bool) or value < least:
         kind = "a positive int" if least == 1 else "a non-negative int" if least == 0 else f"an int >= {least}"
         raise ValueError(f"{name} must be {kind}{' or None' if none else ''}, got {value!r}")
-
-
-def check_choice(name: str, value: Any, choices: Collection[Any]) -> None:
-    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)!r}, got {value!r}")

@@ -6,20 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from lightning_viz.callbacks._writer import Image
 from lightning_viz.probing import ProbeContext
 
 __all__ = ["Image", "Needs", "Part", "ProbeLogs"]
 
-Image = np.ndarray | Callable[[], np.ndarray]
-"""An (H, W, 3) uint8 array, or a function that draws one on the writer thread (it must hold copies, never tensors
-training will change)."""
-
 
 @dataclass
 class ProbeLogs:
-    """What one probe logs, keyed by tag: images, scalars and markdown text."""
+    """What one probe logs, keyed by tag: images ((H, W, 3) uint8 arrays, or functions that draw one on the writer
+    thread, holding copies, never tensors training will change), scalars and markdown text."""
 
     images: dict[str, Image] = field(default_factory=dict)
     scalars: dict[str, float] = field(default_factory=dict)

@@ -110,7 +110,8 @@ class ProbeSuite:
         self.spent = 0.0  # seconds the suite cost the fit so far, everything counted
         self._costs: dict[str, list[float]] = {}  # seconds of each job's runs: the first and the last five
         self._renders: dict[str, list[float]] = {}  # the writer's seconds for each job's results
-        self._done: set[tuple[int, str]] = set()  # (step, job key) that ran
+        self._done: dict[int, set[str]] = {}  # the job keys that ran, by step
+        self._regular: dict[int, Job] = {}  # each monitor's regular job, by id
         self._warned: dict[int, set[str]] = {}
         self._drawn: dict[int, dict[str, None]] = {}  # image tags each monitor drew, in order
         self._noticed: set[int] = set()  # monitors whose pictures got the divergence notice
@@ -132,7 +133,7 @@ class ProbeSuite:
             return
         start = time.perf_counter()
         for entry in due:
-            self._done.update((step, key) for key in _keys(entry))
+            self._done.setdefault(step, set()).update(_keys(entry))
         nonfinite = nonfinite_parameters(pl_module)
         with self._writer_held(), isolated(pl_module):
             for group in _groups(due):
@@ -248,7 +249,7 @@ class ProbeSuite:
             self.final_step = step
         elif step != self.schedule.first_step and not self._on_some_cadence(step):
             return []  # most steps: nothing to decide
-        done = [key for s, key in self._done if s == step]
+        done = self._done.get(step, set())
         typical = self.times.typical() if step - self.schedule.first_step >= WARMUP_STEPS else None
         decision = self.schedule.decide(step, self._costs_now(), self.spent_now(), typical, final, done)
         run = set(decision.run)
@@ -261,7 +262,7 @@ class ProbeSuite:
 
     def _on_some_cadence(self, step: int) -> bool:
         assert self.schedule is not None
-        return any(step in job.early or (job.every is not None and step % job.every == 0) for job in self.schedule.jobs)
+        return any(job.falls_on(step) for job in self.schedule.jobs)
 
     def spent_now(self) -> float:
         """The suite's cost so far: its own time on the training thread and what it added to the steps after its
@@ -316,7 +317,8 @@ class ProbeSuite:
                          f"({step - self.schedule.first_step} steps) is too short to pay for them at "
                          f"budget={self.budget:g}; a longer fit keeps it.")  # fmt: skip
         costs = self._costs_now()
-        never = [key for key in self.schedule.skipped if not any(k == key for _, k in self._done)]
+        ran = set().union(*self._done.values())
+        never = [key for key in self.schedule.skipped if key not in ran]
         for key in never:
             cost = costs.get(key)
             need = "" if cost is None else f" (about {cost:.2f} s a run)"
@@ -402,13 +404,13 @@ class ProbeSuite:
                     monitor.observe_batch(batch_step, outputs)
         if probing(trainer):
             step = trainer.global_step
-            self.probe_step(pl_module, step, self.decide(step, final=self.is_last(trainer, step)))
+            self.probe_step(pl_module, step, self.decide(step, final=self.is_last(step)))
 
     def before_optimizer_step(self, trainer: Any, pl_module: nn.Module) -> None:
         if self._once("before_optimizer_step", trainer) and trainer.is_global_zero:
             step = trainer.global_step + 1  # the step this update completes
             for monitor in self.monitors:
-                if step in monitor.early_steps or (monitor.every_n_steps and step % monitor.every_n_steps == 0):
+                if self._regular_job(monitor).falls_on(step):
                     monitor.before_update(pl_module, step)
 
     def epoch_end(self, trainer: Any, pl_module: nn.Module) -> None:
@@ -421,7 +423,7 @@ class ProbeSuite:
             for m in self.monitors
             if m.every_n_epochs is not None
             and (epoch + 1) % m.every_n_epochs == 0
-            and (step, m.label) not in self._done
+            and m.label not in self._done.get(step, set())
             and m.last_step != step  # restored from a checkpoint saved after that probe
         ]
         self.probe_step(pl_module, step, due)
@@ -441,7 +443,7 @@ class ProbeSuite:
             names = [part.name for part in monitor.parts()] if parts else []
             self.probe_step(pl_module, step, [Due(monitor, regular=True, parts=names)])
 
-    def is_last(self, trainer: Any, step: int) -> bool:
+    def is_last(self, step: int) -> bool:
         """Whether ``step`` is the fit's last optimizer step (as far as the trainer can tell)."""
         if self.schedule is not None and self.schedule.last_step is not None:
             return step >= self.schedule.last_step
@@ -467,7 +469,7 @@ class ProbeSuite:
             monitor.train_start(pl_module)
         jobs = []
         for monitor in self.monitors:
-            jobs.append(Job(monitor.label, monitor.every_n_steps, frozenset(monitor.early_steps)))
+            jobs.append(self._regular_job(monitor))
             jobs += [Job(f"{monitor.label}/{p.name}", p.every, expensive=True) for p in monitor.parts()]
         self.schedule = Schedule(jobs, self.budget, trainer.global_step, _last_step(trainer))
         if trainer.is_global_zero and self.writer is not None:
@@ -553,8 +555,15 @@ class ProbeSuite:
     def _early_only(self, monitor: Any, step: int) -> bool:
         """Whether ``step`` is one of ``monitor``'s early probes and nothing more (not step 0, the regular cadence or
         the final probe): a monitor may leave out there what only the regular probes need."""
-        regular = monitor.every_n_steps is not None and step % monitor.every_n_steps == 0
-        return step in monitor.early_steps and step != 0 and not regular and step != self.final_step
+        job = self._regular_job(monitor)
+        return step in job.early and step != 0 and not job.falls_on(step, early=False) and step != self.final_step
+
+    def _regular_job(self, monitor: Any) -> Job:
+        """``monitor``'s regular part as the schedule sees it (made once: read at every step)."""
+        job = self._regular.get(id(monitor))
+        if job is None:
+            job = self._regular[id(monitor)] = Job(monitor.label, monitor.every_n_steps, frozenset(monitor.early_steps))
+        return job
 
     @contextmanager
     def _writer_held(self) -> Iterator[None]:

@@ -61,6 +61,10 @@ class Job:
     early: frozenset[int] = frozenset()
     expensive: bool = False
 
+    def falls_on(self, step: int, early: bool = True) -> bool:
+        """Whether this job's own cadence (and, with ``early``, its early steps) falls on ``step``."""
+        return (early and step in self.early) or (self.every is not None and step % self.every == 0)
+
 
 @dataclass
 class Decision:
@@ -148,8 +152,8 @@ class Schedule:
         if step == 0:
             return decision  # no expensive part on an untrained network
         if self.budget is None or step_seconds is None:
-            decision.run += [j.key for j in regular if not always and _on(j, step)]
-            decision.run += [j.key for j in expensive if final or _on(j, step, early=False)]
+            decision.run += [j.key for j in regular if not always and j.falls_on(step)]
+            decision.run += [j.key for j in expensive if final or j.falls_on(step, early=False)]
             return decision
         reserve = 0.0 if final else sum(costs.get(j.key) or 0.0 for j in regular)  # the final probe's
         fit = self.allowance(step, step_seconds)
@@ -161,7 +165,7 @@ class Schedule:
         admitted = spent + reserve + sum(costs.get(k) or 0.0 for k in decision.run)
         left = fit - admitted - self._future_regular(step, costs, decision.stretch)  # what the regular probes leave
         for job in expensive:
-            if final or _on(job, step, early=False):
+            if final or job.falls_on(step, early=False):
                 cost = costs.get(job.key)
                 share = None if final else stretch(_future(step, self.last_step, job.every) * (cost or 0.0),
                                                    left / len(expensive))  # fmt: skip
@@ -183,7 +187,7 @@ class Schedule:
         for job in regular:
             if step in job.early:
                 decision.run.append(job.key)
-            elif _on(job, step):
+            elif job.falls_on(step):
                 if factor is not None and step % (job.every * factor) == 0:  # type: ignore[operator]
                     decision.run.append(job.key)
                 else:
@@ -218,11 +222,6 @@ class Schedule:
                 return factor
             factor *= 2
         return None
-
-
-def _on(job: Job, step: int, early: bool = True) -> bool:
-    """Whether ``job``'s own cadence (and early steps) fall on ``step``."""
-    return (early and step in job.early) or (job.every is not None and step % job.every == 0)
 
 
 def _future(step: int, last: int | None, every: int | None) -> int:
