@@ -28,6 +28,7 @@ from lightning_viz import (
     GradCAMMonitor,
     TrainingDiagnostics,
 )
+from lightning_viz.callbacks import tensorboard_command
 from lightning_viz.data import Shapes
 from lightning_viz.demos import ShapesNet
 
@@ -62,6 +63,9 @@ def main() -> None:
         TrainingDiagnostics(every_n_steps=every),
         ExplanationQualityMonitor(every_n_steps=every, early_steps=()),
     ]
+    tensorboard = os.path.relpath(Path(sys.executable).parent / "tensorboard")  # the venv's, which may not be on PATH
+    steps = len(train) * (1 if args.fast else args.epochs)
+    watch = tensorboard_command(args.logdir, callbacks, steps, log_every_n_steps=10, executable=tensorboard)
     trainer = Trainer(
         max_epochs=1 if args.fast else args.epochs,
         accelerator="cpu",
@@ -70,8 +74,6 @@ def main() -> None:
         log_every_n_steps=10,
         enable_model_summary=False,
     )
-    tensorboard = os.path.relpath(Path(sys.executable).parent / "tensorboard")  # the venv's, which may not be on PATH
-    watch = f"{tensorboard} --logdir {args.logdir} --samples_per_plugin images=100"
     print(f"logging to {logger.log_dir}; watch it live with:\n  {watch}")
     start = time.perf_counter()
     model = ShapesNet(args.kernel, args.stride, args.lr, optimizer=args.optimizer)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_viz import ExplanationQualityMonitor, GradCAMMonitor, TrainingDiagnostics
 from lightning_viz.callbacks.diagnostics import CUSTOM_SCALARS_LAYOUT
 from lightning_viz.data import Shapes
-from lightning_viz.diagnostics.verdicts import QualityThresholds, Thresholds
+from lightning_viz.diagnostics.verdicts import QualityThresholds, Thresholds, verdict_lines
 
 
 def test_training_is_bit_identical_and_the_metrics_are_logged(tmp_path: Path) -> None:
@@ -192,6 +192,10 @@ def _layout(events: Any) -> list[tuple[str, str, list[str]]]:
     return [(c.title, chart.title, list(chart.multiline.tag)) for c in layout.category for chart in c.chart]
 
 
+_LATER = {"diagnostics/loss_rise", "diagnostics/loss_rise_share", "threshold/rise_now", "threshold/rise_floor"}
+"""Tags a 20-step fit does not log yet (the loss's best is measured from step 100), for the chart that draws them."""
+
+
 @pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")  # single-process loaders on purpose
 def test_every_chart_draws_its_numbers_and_the_lines_that_decide_them(tmp_path: Path) -> None:
     """A short run on Shapes (masks: the pointing game) with both monitors that chart numbers. Every chart's regexes
@@ -220,6 +224,8 @@ def test_every_chart_draws_its_numbers_and_the_lines_that_decide_them(tmp_path: 
         if title.startswith("verdict:"):  # empty while it abstains (a 3x3 kernel gets none)
             assert title.endswith("(read at smoothing 0)"), title
             continue
+        if "now over its best" in title:  # the loss's best needs 100 steps: its tags, as the monitor names them
+            tags = {tag for tag in _LATER if any(re.match(pattern, tag) for pattern in patterns)}
         assert tags, title
         lines = {tag for tag in tags if _DECISION_LINE.match(tag)}
         references = {tag for tag in tags if _REFERENCE.match(tag)}
@@ -269,3 +275,52 @@ def test_a_second_instance_gets_charts_of_its_own(tmp_path: Path) -> None:
         tags = {tag for tag in scalars if any(re.match(pattern, tag) for pattern in patterns)}
         assert all((suffix in tag) == group.endswith(suffix) for tag in tags), (group, title, tags)
         assert tags or title.startswith("verdict"), (group, title)
+
+
+class _Jumping(Classifier):
+    """SGD whose rate a scheduler multiplies by 10,000 from step 120 on: the weights overflow within steps."""
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 if step < 120 else 1e4)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def _fit_jumping(tmp_path: Path, callbacks: list[Any]) -> Any:
+    seed_everything(0)
+    x, y = torch.randn(8, 3, 16, 16), torch.arange(8) % 4
+    loader = DataLoader(TensorDataset(x.repeat(4, 1, 1, 1), y.repeat(4)), batch_size=8, shuffle=True)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))  # fmt: skip
+    trainer = make_trainer(tmp_path, callbacks, max_steps=200, limit_val_batches=0)
+    trainer.fit(_Jumping(net), loader, loader)
+    return read_events(trainer.logger.log_dir)
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+def test_the_learning_rate_is_checked_between_probes_and_a_jump_is_named_at_the_next_check(tmp_path: Path) -> None:
+    """Probes at 0, 100 and 200; checks every 50 steps read the loss and the rate (no forward pass), so a rate
+    that jumps at step 120 is named at step 150 with the rate it jumped to, and the rate is logged per group."""
+    monitor = TrainingDiagnostics(every_n_steps=100, early_steps=(), check_every_n_steps=50, budget=None)
+    events = _fit_jumping(tmp_path, [monitor])
+    assert {e.step for e in events.Scalars("diagnostics/loss_progress")} == {50, 100, 150, 200}
+    verdicts = {e.step: e.value for e in events.Scalars("verdict/learning_rate")}
+    assert verdicts[150] == 1 and verdicts[200] == 1 and verdicts.get(100) != 1
+    texts = {e.step: e.tensor_proto.string_val[0].decode() for e in events.Tensors("diagnostics/verdicts/text_summary")}
+    line = verdict_lines(texts[150])["learning_rate"]  # the rate went up 10,000 times: the units died, or NaN
+    assert line.startswith("✗") and ("rate 500" in line or "(it was 500)" in line) and "try 50" in line, line
+    rates = {e.step: e.value for e in events.Scalars("diagnostics/lr/pg0")}
+    assert rates[100] == pytest.approx(0.05) and rates[150] == pytest.approx(500.0)
+    assert {"diagnostics/loss_progress", "diagnostics/loss_rise"} <= set(events.Tags()["scalars"])
+    assert {e.step for e in events.Scalars("diagnostics/band_low/net.0")} == {0, 100, 200}  # the probes' numbers only
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+def test_rates_already_logged_by_lightning_are_not_logged_again(tmp_path: Path) -> None:
+    from pytorch_lightning.callbacks import LearningRateMonitor
+
+    monitor = TrainingDiagnostics(every_n_steps=100, early_steps=(), budget=None)
+    events = _fit_jumping(tmp_path, [monitor, LearningRateMonitor(logging_interval="step")])
+    scalars = set(events.Tags()["scalars"])
+    assert "lr-SGD" in scalars and not any(tag.startswith("diagnostics/lr/") for tag in scalars)
+    assert {e.step for e in events.Scalars("diagnostics/loss_progress")} == {50, 100, 150, 200}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from lightning_viz.diagnostics import LossHistory
 from lightning_viz.diagnostics.verdicts import (
     LABELS,
     NAMES,
@@ -216,3 +217,97 @@ def test_every_verdict_value_has_a_name_and_a_label() -> None:
     for verdict in _every_branch():
         assert verdict.name in NAMES
         assert verdict.value is None or verdict.value in LABELS[verdict.name], verdict
+
+
+# -- the learning rate over a long run: what the verdict reads from the recent window and the rate -------------------
+
+
+def _history(losses: list[float], rates: list[float] | None = None) -> LossHistory:
+    history = LossHistory()
+    for step, loss in enumerate(losses):
+        history.add(step, loss, None if rates is None else rates[step])
+    return history
+
+
+def _falling(steps: int, start: float = 1.8, end: float = 0.4) -> list[float]:
+    """A loss that falls from ``start`` towards ``end`` (exponentially, half-way in 300 steps), with a ripple."""
+    return [end + (start - end) * 0.5 ** (s / 300) + 0.02 * ((s * 7919) % 13 - 6) / 6 for s in range(steps)]
+
+
+def test_history_measures_the_recent_fall_the_rise_over_the_best_and_where_it_began() -> None:
+    flat = _history([1.0 + 0.01 * (s % 2) for s in range(500)])
+    assert flat.recent_progress() == pytest.approx(0.0, abs=1e-3)
+    assert LossHistory().recent_progress() is None and _history([1.0] * 399).recent_progress() is None
+    losses = _falling(1000) + [1.5] * 100  # the loss jumps at step 1000
+    history = _history(losses)
+    now, best, best_step, began = history.rise()  # type: ignore[misc]
+    assert now == pytest.approx(1.5) and best < 0.6 and 900 < best_step < 1000 and began == 1000
+    assert history.recent_progress() is not None and history.recent_progress() < -0.5  # type: ignore[operator]
+
+
+def test_history_follows_the_rate_peak_decay_and_restarts() -> None:
+    rates = [0.1] * 200 + [1e-5] * 300
+    history = _history(_falling(500), rates)
+    assert (history.rate, history.peak_rate, history.peak_rate_step, history.low_since) == (1e-5, 0.1, 0, 200)
+    history = _history(_falling(800) + [1.2] * 100, [0.1] * 400 + [0.001] * 400 + [0.1] * 100)  # a warm restart
+    evidence = history.evidence(900)
+    assert evidence.rate_rose and evidence.rate_at_best == 0.1 and evidence.rate == 0.1
+    assert evidence.low_since is None  # back up: no longer decayed
+    state = history.state_dict()
+    again = LossHistory()
+    again.load_state_dict(state)
+    assert again.evidence(900) == evidence
+
+
+def _long(**kwargs: object) -> LearningRateEvidence:
+    """A long run's evidence: the loss fell 60 % since its first batch, and the network moves."""
+    base = dict(step=1500, loss_progress=0.6, spike=1.0, change=0.6, dead_channels=0.0, recent_progress=0.1,
+                recent_change=0.05, recent_steps=100, start=1.8, now=0.7, best=0.68, best_step=1400, rise_began=1450,
+                rate=0.02, rate_before_rise=0.02, rate_at_best=0.02, rate_rose=False, peak_rate=0.02)  # fmt: skip
+    return LearningRateEvidence(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("evidence", "value", "words"),
+    [
+        (dict(), 0, "ok: the training loss is falling"),
+        # a jump of the rate to a level never used: named, with the rate it left
+        (dict(now=1.6, rate=0.6, rate_rose=True), 1, "the rate went from 0.02 to 0.6: try 0.02"),
+        # the loss rose at a constant rate (an instability): named, with a tenth of the rate
+        (dict(now=1.6), 1, "too high now: the loss rose from 0.68 (its best, by step 1400) to 1.6 since step 1450"),
+        # a warm restart: back up to a rate the run learned at; the rise is planned
+        (dict(now=1.6, rate_rose=True, rate_before_rise=1e-4), 0, "a warm restart"),
+        # a small rise, or a rise that is small against the first batch's loss: noise, not a jump
+        (dict(now=0.9), 0, "ok"),
+        (dict(now=0.2, best=0.1, rate=0.6, rate_rose=True), 0, "ok"),
+        # decayed too early: the loss fell, then the schedule stopped the run for longer than it had trained
+        (dict(recent_progress=0.01, recent_change=0.001, rate=1e-5, low_since=100), -1, "decayed too early"),
+        # stuck near its start now (the loss fell a little, then the rate dropped)
+        (
+            dict(loss_progress=0.08, recent_progress=0.0, recent_change=0.002, rate=1e-5, low_since=100),
+            -1,
+            "keep 0.02 for longer",
+        ),
+        (dict(loss_progress=0.08, recent_progress=0.0, recent_change=0.002, rate=1e-4), -1, "try 0.001"),
+        # the end of a decayed schedule: flat after a clear fall, the rate near zero, not for longer than it trained
+        (
+            dict(step=1500, recent_progress=0.0, recent_change=0.0, rate=1e-8, low_since=1340),
+            0,
+            "a decayed schedule's end",
+        ),
+        # flat at a constant rate after a clear fall: no verdict of a rate too low (the loss fell)
+        (dict(recent_progress=0.0, recent_change=0.001), 0, "ok"),
+    ],
+)
+def test_learning_rate_over_a_long_run(evidence: dict[str, object], value: int | None, words: str) -> None:
+    verdict = learning_rate_verdict(_long(**evidence), T)
+    assert verdict.value == value and words in verdict.text, verdict.text
+    if value in (-1, 1):
+        assert verdict.degree is not None and verdict.degree > 1  # past its line
+
+
+def test_the_verdicts_advice_names_the_rate_to_try() -> None:
+    diverged = learning_rate_verdict(lr(nonfinite="the training loss since step 900", rate=0.5), T)
+    assert "try 0.05 (it was 0.5)" in diverged.text
+    risen = learning_rate_verdict(lr(loss_progress=-0.3, spike=1.3, change=0.9, dead_channels=0.0, rate=0.3), T)
+    assert risen.value == 1 and "try 0.03" in risen.text and "rate 0.3" in risen.text

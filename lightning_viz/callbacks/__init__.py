@@ -3,6 +3,7 @@
 ``lightning_viz.pytorch_lightning``), which binds each to the Lightning package you train with."""
 
 from lightning_viz.callbacks._base import Needs, Part, ProbeLogs, ProbeMonitor
+from lightning_viz.callbacks._suite import tensorboard_command
 from lightning_viz.callbacks.deconvnet import DeconvNetMonitor
 from lightning_viz.callbacks.diagnostics import TrainingDiagnostics
 from lightning_viz.callbacks.filters import FilterMonitor
@@ -19,4 +20,5 @@ __all__ = [
     "ProbeLogs",
     "ProbeMonitor",
     "TrainingDiagnostics",
+    "tensorboard_command",
 ]

@@ -83,6 +83,12 @@ class ProbeMonitor:
             spent as ``viz/budget/*``. Step 0, the early steps and the final probe always run, so a fit too short to
             pay for them overspends and says so. None: every cadence as given, whatever it costs. The smallest of
             the monitors' budgets applies (None only when all are None).
+        max_image_bytes: the most bytes of pictures the monitors of the trainer write in one fit, together (the
+            smallest of theirs applies): past it, pictures stop except the final probe's (kept in reserve) and
+            ``viz/images`` says so; scalars and verdicts go on. Pictures are kept on a cadence that thins as the run
+            goes on (every probe for the first 2,000 steps at ``every_n_steps=100``, then half as often at each
+            doubling: about 110 sets in a million steps, ~150 MB with the example's suite), so the default 1 GB
+            is a bound a run reaches only with many more or larger pictures. None: no bound.
 
     Raises:
         ValueError: for an argument out of range.
@@ -107,6 +113,7 @@ class ProbeMonitor:
         output: OutputSpec = None,
         network: str | None = None,
         budget: float | None = 0.05,
+        max_image_bytes: int | None = 10**9,
     ) -> None:
         super().__init__()
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or
@@ -121,6 +128,7 @@ class ProbeMonitor:
         if probe is not None and not isinstance(probe, ProbeBatch):
             raise TypeError(f"probe must be a ProbeBatch, an image tensor or None, got {type(probe).__name__}")
         check_int("probe_size", probe_size)
+        check_int("max_image_bytes", max_image_bytes, none=True)
         check_int("every_n_steps", every_n_steps, none=True)
         check_int("every_n_epochs", every_n_epochs, none=True)
         early_steps = self.default_early_steps if early_steps is None else early_steps
@@ -143,6 +151,7 @@ class ProbeMonitor:
         self.output = output
         self.network = network
         self.budget = budget
+        self.max_image_bytes = max_image_bytes
         self.layer_names: list[str] = []  # the layers probed, by name (chosen at fit start)
         self.tag_suffix = ""  # set by the suite when two monitors of one class would write the same tags
         self.last_step: int | None = None  # the step of the last probe
@@ -191,6 +200,21 @@ class ProbeMonitor:
 
     def before_update(self, model: nn.Module, step: int) -> None:
         """Before the optimizer step that completes ``step``, where ``step`` is on this monitor's cadence."""
+
+    def observe_rates(self, step: int, rates: dict[str, float]) -> None:
+        """Before every optimizer step: the learning rate of each parameter group that the update of the batch at
+        ``step`` uses (:func:`~lightning_viz.callbacks._suite.optimizer_rates` names them)."""
+
+    check_every_n_steps: int | None = None
+    """The cadence of :meth:`check` in optimizer steps (None: no checks)."""
+
+    rates_logged = False
+    """Set by the suite where Lightning's LearningRateMonitor already logs the rates."""
+
+    def check(self, step: int) -> ProbeLogs:
+        """A cheap check every ``check_every_n_steps`` between probes, from what :meth:`observe_batch` and
+        :meth:`observe_rates` gathered: no forward pass and no picture (scalars and texts only)."""
+        return ProbeLogs()
 
     # -- identity and state ---------------------------------------------------------------------------------------
 

@@ -56,14 +56,22 @@ CUSTOM_SCALARS_LAYOUT = {
     },
     "learning rate": {
         "verdict: -1 too low, 0 ok, 1 too high (read at smoothing 0)": ["Multiline", [r"verdict/learning_rate"]],
-        "training loss progress (above the top line: ok; below the middle: stalled; below the bottom: too high)": [
+        "training loss progress since the first batch (above the top line: ok; below the middle: stalled; below the "
+        "bottom: too high) and over the last 200 steps (below the stalled_now line: flat now)": [
             "Multiline",
-            [r"diagnostics/loss_progress", r"threshold/(progress_ok|stalled_progress|risen_progress)"],
+            [r"diagnostics/loss_(recent_)?progress", r"threshold/(progress_ok|stalled_(progress|now)|risen_progress)"],
         ],
-        "log10 representation change since the first probe (below the line with the loss stalled: too low)": [
+        "log10 representation change since the first probe and over the recent probes (below the line with the loss "
+        "stalled: too low)": [
             "Multiline",
-            [r"diagnostics/log10_change/", r"threshold/log10_change_low"],
+            [r"diagnostics/log10_(recent_)?change/", r"threshold/log10_change_low"],
         ],
+        "training loss now over its best, as a share of the best and of the first batch's (above both lines: too "
+        "high now)": [
+            "Multiline",
+            [r"diagnostics/loss_rise", r"threshold/rise_(now|floor)"],
+        ],
+        "learning rate of each parameter group (no verdict; the verdicts name it)": ["Multiline", [r"diagnostics/lr/"]],
         "largest training loss over the first (above the line with the loss not falling: too high)": [
             "Multiline",
             [r"diagnostics/loss_spike", r"threshold/spike"],

@@ -17,6 +17,7 @@ import statistics
 import time
 import warnings
 import weakref
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
@@ -33,10 +34,20 @@ from lightning_viz.diagnostics import nonfinite_parameters
 from lightning_viz.methods import as_classifier, isolated, resolve_layer
 from lightning_viz.probe import ProbeBatch
 from lightning_viz.probing import ProbeContext
-from lightning_viz.probing.schedule import WARMUP_STEPS, Job, Schedule, StepTimes
+from lightning_viz.probing.schedule import WARMUP_STEPS, Job, Schedule, StepTimes, keeps_images
 from lightning_viz.render import notice
+from lightning_viz.report import samples_per_plugin
 
-__all__ = ["Due", "ProbeSuite", "nonfinite_message", "refuse_sharded", "shown_names", "suite_for"]
+__all__ = [
+    "Due",
+    "ProbeSuite",
+    "nonfinite_message",
+    "optimizer_rates",
+    "refuse_sharded",
+    "shown_names",
+    "suite_for",
+    "tensorboard_command",
+]
 
 AFTERMATH = 20
 """The most training steps after a probe charged to it (the writer's drawing, the emptied caches): the typical step is
@@ -51,6 +62,42 @@ def suite_for(trainer: Any, monitors: Sequence[Any]) -> ProbeSuite:
     if suite is None:
         suite = _SUITES[trainer] = ProbeSuite(list(monitors))
     return suite
+
+
+def tensorboard_command(logdir: str, monitors: Sequence[Any], max_steps: int, log_every_n_steps: int = 50,
+                        executable: str = "tensorboard") -> str:  # fmt: skip
+    """The TensorBoard command that shows everything ``monitors`` write in a fit of ``max_steps`` steps: its
+    ``--samples_per_plugin`` counts, for each plugin, at most the steps one tag can be written at (each monitor's
+    probes at step 0, its early steps, its cadence and the final probe; its pictures on the thinning cadence; its
+    checks), an upper bound, since the budget only spaces probes out."""
+    images = scalars = 0
+    for monitor in (m for m in monitors if hasattr(m, "check_every_n_steps")):  # the lightning_viz monitors
+        every = monitor.every_n_steps
+        probes = {0, max_steps, *(s for s in monitor.early_steps if s <= max_steps)}
+        probes |= set(range(0, max_steps + 1, every)) if every else set()
+        pictures = {s for s in probes if s in monitor.early_steps or s in (0, max_steps) or keeps_images(s, every)}
+        images = max(images, len(pictures))
+        checks = max_steps // monitor.check_every_n_steps if monitor.check_every_n_steps else 0
+        scalars += len(probes) + checks  # the suite's own scalars are written at any monitor's probe
+    lightning = max_steps // max(1, log_every_n_steps) + 1  # Lightning's own scalars
+    keep = samples_per_plugin({"images": {"": images}, "scalars": {"": max(scalars, lightning)}, "text": {"": scalars}})
+    return f"{executable} --logdir {logdir}" + (f" --samples_per_plugin {keep}" if keep else "")
+
+
+def optimizer_rates(optimizers: Sequence[Any]) -> dict[str, float]:
+    """The learning rate of every parameter group of ``optimizers``, by a name for its tag: the group's ``name``
+    where it has one, else ``pg<i>`` (as Lightning's LearningRateMonitor), with ``opt<j>-`` in front for several
+    optimizers. Groups without a numeric ``lr`` are left out."""
+    rates = {}
+    for j, optimizer in enumerate(optimizers):
+        for i, group in enumerate(getattr(optimizer, "param_groups", [])):
+            rate = group.get("lr")
+            if isinstance(rate, torch.Tensor) and rate.numel() == 1:
+                rate = float(rate)
+            if isinstance(rate, (int, float)) and not isinstance(rate, bool):
+                name = str(group.get("name") or f"pg{i}")
+                rates[name if len(optimizers) == 1 else f"opt{j}-{name}"] = float(rate)
+    return rates
 
 
 def shown_names(names: Sequence[str]) -> str:
@@ -101,6 +148,13 @@ class ProbeSuite:
         self.monitors = monitors
         budgets = [m.budget for m in monitors if m.budget is not None]
         self.budget = min(budgets) if budgets and len(budgets) == len(monitors) else None
+        bounds = [m.max_image_bytes for m in monitors if m.max_image_bytes is not None]
+        self.max_image_bytes = min(bounds) if bounds else None
+        self.images_stopped: int | None = None  # the step from which pictures stopped at the bound
+        self._images_at: tuple[int, bool] | None = None  # whether the step's pictures fit the bound
+        self._image_steps: set[int] = set()  # the steps whose pictures were submitted
+        self.counts: dict[str, Counter[str]] = {"images": Counter(), "scalars": Counter(), "text": Counter()}
+        self.log_every_n_steps = 50  # Lightning's own scalars' cadence (the trainer's, from the fit's start)
         self.writer: BackgroundWriter | None = None
         self.probes: list[ProbeBatch] = []  # the distinct probe batches (one forward pass each per step)
         self.memo: dict[Any, Any] = {}  # setup-time results several monitors need (default layers, crop layouts)
@@ -206,18 +260,78 @@ class ProbeSuite:
         if self.writer is None:  # fast_dev_run: nothing to log to
             return
         job = monitor.label if entry.regular else f"{monitor.label}/{entry.parts[0]}" if entry.parts else None
+        images = logs.images if logs.images and self._keeps_images(monitor, step, entry.regular) else {}
         written = Written(
             step,
-            images={tagged(tag, suffix): image for tag, image in logs.images.items()},
+            images={tagged(tag, suffix): image for tag, image in images.items()},
             scalars={tag if tag.startswith("viz/") else tagged(tag, suffix): v for tag, v in logs.scalars.items()},
             texts={tagged(tag, suffix): text for tag, text in logs.texts.items()},
             timing=f"viz/render_ms/{monitor.label}" if logs.images else None,
             done=(lambda seconds: _record(self._renders, job, seconds)) if job is not None else None,
         )
+        self._count(written)
         try:
             self.writer.submit(written)
         except RuntimeError as error:
             self.failed(monitor, error, step, "writing to TensorBoard")
+
+    def _count(self, written: Written) -> None:
+        """Count the steps each tag is written at (what ``--samples_per_plugin`` must keep to show them all)."""
+        for plugin, tags in (("images", written.images), ("scalars", written.scalars), ("text", written.texts)):
+            self.counts[plugin].update(tags.keys())
+        if written.images:
+            self._image_steps.add(written.step)
+
+    # -- what is kept: pictures on a thinning cadence, within a bound of bytes ---------------------------------------
+
+    def _keeps_images(self, monitor: Any, step: int, regular: bool) -> bool:
+        """Whether ``monitor``'s pictures at ``step`` are written: the final probe's always; a regular probe's on its
+        cadence only where the thinning cadence keeps them (:func:`~lightning_viz.probing.schedule.keeps_images`);
+        any other (step 0, early steps, epochs, expensive parts, ``probe_now``) as they come; all of them while
+        they fit ``max_image_bytes`` (the final probe's held in reserve)."""
+        if step == self.final_step:
+            return True
+        first = self.schedule.first_step if self.schedule is not None else 0
+        every = monitor.every_n_steps
+        thinned = regular and every is not None and step % every == 0 and not keeps_images(step, every, first)
+        return not thinned and self._images_fit(step)
+
+    def _images_fit(self, step: int) -> bool:
+        """Whether a probe step's pictures fit the bound, with one more probe's kept for the final one (decided once
+        per step, from what the writer has encoded so far)."""
+        if self._images_at is not None and self._images_at[0] == step:
+            return self._images_at[1]
+        fits = True
+        if self.max_image_bytes is not None and self.writer is not None:
+            written = dict(self.writer.image_bytes)  # a copy: the writer's thread adds to it
+            largest = max(written.values(), default=0)
+            queued = len(self._image_steps.difference(written))  # submitted, not encoded yet: as large
+            fits = sum(written.values()) + (queued + 2) * largest <= self.max_image_bytes
+            if not fits and self.images_stopped is None:
+                self.images_stopped = step
+                total = sum(written.values()) / 1e6
+                text = (f"Step {step}: pictures stop here: the monitors have written {total:.0f} MB of them, and one "
+                        f"more probe's ({largest / 1e6:.1f} MB) and the final probe's would pass max_image_bytes="
+                        f"{self.max_image_bytes:.3g}. The final probe's pictures are kept; scalars and verdicts go "
+                        "on. Raise max_image_bytes= (or None) to keep more.")  # fmt: skip
+                self.writer.submit(Written(step, texts={"viz/images": text}))
+        self._images_at = (step, fits)
+        return fits
+
+    def logs_text(self, step: int) -> str:
+        """What the suite wrote, in words, and the TensorBoard command that shows all of it (TensorBoard keeps a
+        random sample of 10 pictures and texts and 1,000 scalars per tag unless told to keep more)."""
+        written = self.writer.image_bytes if self.writer is not None else {}
+        sets = len(self._image_steps)
+        lightning = {"": step // max(1, self.log_every_n_steps) + 1}  # Lightning's own scalars
+        keep = samples_per_plugin({**self.counts, "scalars": {**self.counts["scalars"], **lightning}})
+        logdir = getattr(getattr(self.writer, "writer", None), "log_dir", "LOGDIR")
+        command = f"tensorboard --logdir {logdir}" + (f" --samples_per_plugin {keep}" if keep else "")
+        stopped = "" if self.images_stopped is None else f" (stopped at step {self.images_stopped} by max_image_bytes)"
+        return (f"Step {step}: {sets} steps of pictures, {sum(written.values()) / 1e6:.1f} MB{stopped}; at most "
+                f"{max(self.counts['scalars'].values(), default=0)} steps of a scalar and "
+                f"{max(self.counts['text'].values(), default=0)} of a text. TensorBoard shows every one with:\n\n"
+                f"    {command}")  # fmt: skip
 
     # -- the budget -------------------------------------------------------------------------------------------------
 
@@ -281,7 +395,8 @@ class ProbeSuite:
             if final and self.budget is not None:
                 texts["viz/budget"] = self.budget_text(step)
         try:
-            self.writer.submit(Written(step, scalars=scalars, texts=texts))
+            self.writer.submit(written := Written(step, scalars=scalars, texts=texts))
+            self._count(written)
             self.writer.flush()
         except RuntimeError as error:
             self.failed(self.monitors[0], error, step, "writing to TensorBoard")
@@ -405,9 +520,32 @@ class ProbeSuite:
         if probing(trainer):
             step = trainer.global_step
             self.probe_step(pl_module, step, self.decide(step, final=self.is_last(step)))
+            self.check_step(step)
+
+    def check_step(self, step: int) -> None:
+        """The monitors' cheap checks that fall on ``step`` (``check_every_n_steps``: no forward pass, no picture;
+        the learning-rate verdict between probes), where the monitor did not probe at it. Their time counts."""
+        if step == 0:
+            return
+        for monitor in self.monitors:
+            every = monitor.check_every_n_steps
+            if every is None or step % every != 0 or monitor.label in self._done.get(step, set()):
+                continue
+            start = time.perf_counter()
+            try:
+                logs = monitor.check(step)
+            except Exception as error:
+                self.failed(monitor, error, step, "check")
+                continue
+            if logs.scalars or logs.texts:
+                self._write(Due(monitor, regular=False), step, logs)
+            self.spent += time.perf_counter() - start
 
     def before_optimizer_step(self, trainer: Any, pl_module: nn.Module) -> None:
         if self._once("before_optimizer_step", trainer) and trainer.is_global_zero:
+            rates = optimizer_rates(trainer.optimizers)
+            for monitor in self.monitors:
+                monitor.observe_rates(trainer.global_step, rates)  # the rates this update uses, by the batch's step
             step = trainer.global_step + 1  # the step this update completes
             for monitor in self.monitors:
                 if self._regular_job(monitor).falls_on(step):
@@ -465,7 +603,10 @@ class ProbeSuite:
         start = time.perf_counter()
         for monitor in self.monitors:
             self._prepare(trainer, pl_module, monitor)
+        self.log_every_n_steps = getattr(trainer, "log_every_n_steps", 50) or 50
+        logged = any(type(c).__name__ == "LearningRateMonitor" for c in trainer.callbacks)
         for monitor in self.monitors:
+            monitor.rates_logged = logged  # Lightning's LearningRateMonitor logs them already
             monitor.train_start(pl_module)
         jobs = []
         for monitor in self.monitors:
@@ -520,6 +661,9 @@ class ProbeSuite:
         if self.writer is not None:
             start = time.perf_counter()
             self.writer.drain()
+            if self.final_step is not None:  # what was written, now that it all is
+                self.writer.submit(Written(self.final_step, texts={"viz/logs": self.logs_text(self.final_step)}))
+                self.writer.drain()
             self.spent += time.perf_counter() - start
             self._report_writer_errors()
 

@@ -80,6 +80,7 @@ class BackgroundWriter:
         self.writer = writer
         self.waits = 0
         self.seconds = 0.0  # CPU time spent rendering and writing (counts against the budget)
+        self.image_bytes: dict[int, int] = {}  # the encoded pictures' bytes written, by step
         self._queue: queue.Queue[Any] = queue.Queue(max_queue)
         self._errors: list[BaseException] = []
         self._lock = threading.Lock()
@@ -186,12 +187,13 @@ class BackgroundWriter:
         file_writer = getattr(self.writer, "_get_file_writer", None)  # torch's and tensorboardX's SummaryWriter
         if file_writer is None or array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
             self.writer.add_image(tag, array, step, dataformats="HWC")
+            self.image_bytes[step] = self.image_bytes.get(step, 0) + array.nbytes  # at most, encoded
             return
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         from lightning_viz.render import encode_png
 
-        encoded = Summary.Image(
-            height=array.shape[0], width=array.shape[1], colorspace=3, encoded_image_string=encode_png(array)
-        )
+        png = encode_png(array)
+        encoded = Summary.Image(height=array.shape[0], width=array.shape[1], colorspace=3, encoded_image_string=png)
+        self.image_bytes[step] = self.image_bytes.get(step, 0) + len(png)
         file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)

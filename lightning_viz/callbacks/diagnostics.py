@@ -60,6 +60,9 @@ REFERENCE_UPDATE_RATIO = 1e-3
 ``reference/log10_update_ratio``, not a verdict (healthy runs sit well above it with Adam: see the README's verdict
 study)."""
 
+RECENT_STEPS = 100
+"""The least span, in steps, over which ``recent_change`` measures the network's movement (between two probes)."""
+
 _LOG_FLOOR = 1e-6  # log10 forms are drawn at -6 for smaller values (rounding noise), and not at all for 0
 
 
@@ -125,12 +128,15 @@ class TrainingDiagnostics(ProbeMonitor):
         top_k: int = 4,
         thresholds: Thresholds | None = None,
         shift_every_n_steps: int = 500,
+        check_every_n_steps: int | None = 50,
         **kwargs: Any,
     ) -> None:
         super().__init__(layers=layers, **kwargs)
         check_int("top_k", top_k)
         check_int("shift_every_n_steps", shift_every_n_steps)
+        check_int("check_every_n_steps", check_every_n_steps, none=True)
         self.shift_every_n_steps = shift_every_n_steps
+        self.check_every_n_steps = check_every_n_steps
         self.first_layer = first_layer
         self.top_k = top_k
         self.thresholds = thresholds or Thresholds()
@@ -141,6 +147,12 @@ class TrainingDiagnostics(ProbeMonitor):
         self._reference: Tensor | None = None  # the deepest stage's probe representation at the first probe
         self._losses = LossHistory()
         self._pending: list[tuple[int, Tensor]] = []  # batch losses not yet read (read at a probe: one sync)
+        self._rates: dict[int, float] = {}  # the first group's rate by step, until its loss is read
+        self._rates_now: dict[str, float] = {}  # every group's latest rate
+        self._window: list[tuple[int, Tensor]] = []  # the deepest stage's probe representations, for recent_change
+        self._probe_numbers: dict[str, Any] = {}  # the latest probe's learning-rate evidence, for the checks
+        self._judged: tuple[Any, Any] | None = None  # the latest probe's kernel and stride verdicts, for the checks
+        self._said: int | None = None  # the learning-rate verdict's value in the latest text
 
     @override
     def options(self) -> dict[str, Any]:
@@ -150,6 +162,7 @@ class TrainingDiagnostics(ProbeMonitor):
             "top_k": self.top_k,
             "thresholds": self.thresholds,
             "shift_every_n_steps": self.shift_every_n_steps,
+            "check_every_n_steps": self.check_every_n_steps,
         }
 
     @override
@@ -179,6 +192,50 @@ class TrainingDiagnostics(ProbeMonitor):
             self._pending.append((step, loss.detach().reshape(())))
 
     @override
+    def observe_rates(self, step: int, rates: dict[str, float]) -> None:
+        self._rates_now = rates
+        if rates:
+            self._rates[step] = next(iter(rates.values()))
+
+    @override
+    def check(self, step: int) -> ProbeLogs:
+        """The learning-rate verdict between probes, every ``check_every_n_steps``: from the training loss, the rate
+        and the latest probe's numbers; its text is written where the verdict changed."""
+        self._read_losses()
+        logs = ProbeLogs(scalars=self._loss_numbers())
+        if self._losses.first_nonfinite_step is not None:
+            evidence = LearningRateEvidence(step, f"the training loss since step {self._losses.first_nonfinite_step}",
+                                            rate=self._losses.rate)  # fmt: skip
+        else:
+            evidence = self._losses.evidence(step, **self._probe_numbers)
+        verdict = learning_rate_verdict(evidence, self.thresholds)
+        if verdict.value is not None:
+            logs.scalars["verdict/learning_rate"] = float(verdict.value)
+        if verdict.degree is not None:
+            logs.scalars["degree/learning_rate"] = verdict.degree
+        if verdict.value != self._said and self._judged is not None:
+            kernel, stride = self._judged
+            verdicts = [unless_too_high(kernel, verdict), unless_too_high(stride, verdict), verdict]
+            logs.texts["diagnostics/verdicts"] = verdict_text(verdicts, step)
+            self._said = verdict.value
+        return logs
+
+    def _loss_numbers(self) -> dict[str, float]:
+        """The training loss's numbers and the rates, at a probe or a check."""
+        numbers = {}
+        if not self.rates_logged:
+            numbers.update({f"diagnostics/lr/{name}": rate for name, rate in self._rates_now.items()})
+        for name, value in (("loss_progress", self._losses.progress()), ("loss_spike", self._losses.spike()),
+                            ("loss_recent_progress", self._losses.recent_progress())):  # fmt: skip
+            if value is not None:
+                numbers[f"diagnostics/{name}"] = value
+        rise, start = self._losses.rise(), self._losses.start
+        if rise is not None and rise[1] > 0 and start is not None and start > 0:
+            numbers["diagnostics/loss_rise"] = rise[0] / rise[1] - 1.0  # over the best (rise_now)
+            numbers["diagnostics/loss_rise_share"] = (rise[0] - rise[1]) / start  # over the first batch's (rise_floor)
+        return numbers
+
+    @override
     def layer_options(self) -> list[LayerSpec | None]:
         return [*super().layer_options(), self.first_layer]
 
@@ -206,7 +263,9 @@ class TrainingDiagnostics(ProbeMonitor):
         if self._pending:
             values = torch.stack([loss.float() for _, loss in self._pending]).cpu().tolist()
             for (step, _), value in zip(self._pending, values, strict=True):
-                self._losses.add(step, value)
+                self._losses.add(step, value, self._rates.pop(step, None))
+            last = self._pending[-1][0]
+            self._rates = {step: rate for step, rate in self._rates.items() if step > last}
             self._pending = []
 
     @override
@@ -225,18 +284,14 @@ class TrainingDiagnostics(ProbeMonitor):
         learned = self._kernel_numbers(first, logs.scalars)
         logits = context.logits
         if not bool(torch.isfinite(logits).all()):
-            lr = LearningRateEvidence(step, f"the probe's outputs at step {step}")
+            lr = LearningRateEvidence(step, f"the probe's outputs at step {step}", rate=self._losses.rate)
             return self._verdicts(
                 logs, step, lr, KernelEvidence(tag, kernel, stride), StrideEvidence(tag, kernel, stride)
             )
-        change = self._stage_numbers(context, logs.scalars)
+        self._stage_numbers(context, step, logs.scalars)
         alias = self._alias_numbers(context, first, learned, logs.scalars)
         self._update_ratios(model, step, logs.scalars)
-        progress, spike = self._losses.progress(), self._losses.spike()
-        if progress is not None:
-            logs.scalars["diagnostics/loss_progress"] = progress
-        if spike is not None:
-            logs.scalars["diagnostics/loss_spike"] = spike
+        logs.scalars.update(self._loss_numbers())
         scalars, deepest = logs.scalars, self.layer_names[-1]
         learned_share = scalars.get(f"diagnostics/learned_share/{tag}")
         window = _int_or_none(scalars.get(f"diagnostics/energy_window/{tag}"))
@@ -245,7 +300,7 @@ class TrainingDiagnostics(ProbeMonitor):
         return self._verdicts(
             logs,
             step,
-            LearningRateEvidence(step, None, progress, spike, change, scalars[f"diagnostics/dead_channels/{deepest}"]),
+            self._losses.evidence(step, **self._probe_numbers),
             KernelEvidence(tag, kernel, stride, learned_share, rim, window),
             StrideEvidence(tag, kernel, stride, learned_share, alias, map_size),
         )
@@ -284,9 +339,9 @@ class TrainingDiagnostics(ProbeMonitor):
                 put[f"diagnostics/kernel_size/{tag}"] = kernel
         return learned
 
-    def _stage_numbers(self, context: ProbeContext, put: dict[str, float]) -> float:
+    def _stage_numbers(self, context: ProbeContext, step: int, put: dict[str, float]) -> None:
         """The probe loss, each stage's dead channels and CKA with the previous probe, and the deepest stage's
-        change since the first probe (returned)."""
+        change since the first probe and over the recent probes (the learning-rate verdict's, kept for the checks)."""
         probe, logits = context.probe, context.logits
         acts = {name: context.activation(name) for name in self.layer_names}
         if probe.labels is not None and logits.dim() == 2 and logits.shape[1] > 1:
@@ -303,10 +358,30 @@ class TrainingDiagnostics(ProbeMonitor):
         assert self._reference is not None
         change = 1.0 - linear_cka(self._reference, acts[deepest].float().cpu())
         put[f"diagnostics/change/{deepest}"] = change
+        numbers: dict[str, Any] = {"change": change, "dead_channels": put[f"diagnostics/dead_channels/{deepest}"]}
+        numbers.update(self._recent_change(step, acts[deepest].detach().float().cpu()))
+        if "recent_change" in numbers:
+            put[f"diagnostics/recent_change/{deepest}"] = numbers["recent_change"]
+            if (log_recent := _log10(numbers["recent_change"])) is not None:
+                put[f"diagnostics/log10_recent_change/{deepest}"] = log_recent
+        self._probe_numbers = numbers
         if not first_probe and (log_change := _log10(change)) is not None:  # 0 by definition at the first probe
             put[f"diagnostics/log10_change/{deepest}"] = log_change
         put[f"diagnostics/map_size/{deepest}"] = min(acts[deepest].shape[-2:])
-        return change
+
+    def _recent_change(self, step: int, representation: Tensor) -> dict[str, Any]:
+        """1 - linear CKA of the deepest stage's representation now and at the latest probe at least
+        :data:`RECENT_STEPS` before (the network's movement over the recent window), and that window's steps."""
+        if self._window and len(self._window[0][1]) != len(representation):
+            self._window = []
+        older = [(s, r) for s, r in self._window if s <= step - RECENT_STEPS]
+        numbers: dict[str, Any] = {}
+        if older:
+            since, then = older[-1]
+            numbers = {"recent_change": 1.0 - linear_cka(then, representation), "recent_steps": step - since}
+            self._window = [(s, r) for s, r in self._window if s >= since]
+        self._window.append((step, representation))
+        return numbers
 
     def _alias_numbers(self, context: ProbeContext, first: nn.Conv2d, learned: Tensor | None,
                        put: dict[str, float]) -> float | None:  # fmt: skip
@@ -365,7 +440,7 @@ class TrainingDiagnostics(ProbeMonitor):
         return self._verdicts(
             ProbeLogs(),
             step,
-            LearningRateEvidence(step, " and ".join(seen)),
+            LearningRateEvidence(step, " and ".join(seen), rate=self._losses.rate),
             KernelEvidence(self._first, kernel, stride),
             StrideEvidence(self._first, kernel, stride),
         )
@@ -374,11 +449,10 @@ class TrainingDiagnostics(ProbeMonitor):
         self, logs: ProbeLogs, step: int, lr: LearningRateEvidence, kernel: KernelEvidence, stride: StrideEvidence
     ) -> ProbeLogs:
         learning_rate = learning_rate_verdict(lr, self.thresholds)
-        verdicts = [
-            unless_too_high(kernel_size_verdict(kernel, self.thresholds), learning_rate),
-            unless_too_high(stride_verdict(stride, self.thresholds), learning_rate),
-            learning_rate,
-        ]
+        self._judged = (kernel_size_verdict(kernel, self.thresholds), stride_verdict(stride, self.thresholds))
+        self._said = learning_rate.value
+        verdicts = [unless_too_high(self._judged[0], learning_rate), unless_too_high(self._judged[1], learning_rate),
+                    learning_rate]  # fmt: skip
         for verdict in verdicts:
             if verdict.value is not None:  # an abstaining verdict logs no number, only its text
                 logs.scalars[f"verdict/{verdict.name}"] = float(verdict.value)
@@ -397,6 +471,9 @@ class TrainingDiagnostics(ProbeMonitor):
             "reference": self._reference,
             "previous": dict(self._previous),
             "losses": self._losses.state_dict(),
+            "window": list(self._window),
+            "rates": dict(self._rates),
+            "probe_numbers": dict(self._probe_numbers),
         }
 
     @override
@@ -407,10 +484,13 @@ class TrainingDiagnostics(ProbeMonitor):
         self._previous = dict(state_dict.get("previous", self._previous))
         if "losses" in state_dict:
             self._losses.load_state_dict(state_dict["losses"])
+        self._window = list(state_dict.get("window", self._window))
+        self._rates = dict(state_dict.get("rates", self._rates))
+        self._probe_numbers = dict(state_dict.get("probe_numbers", self._probe_numbers))
 
 
 _THRESHOLD_SERIES = ("progress_ok", "stalled_progress", "spike", "change_low", "dead_channels", "min_learned",
-                     "alias_fraction", "coarse_map")  # fmt: skip
+                     "alias_fraction", "coarse_map", "rise_now", "rise_floor", "stalled_now")  # fmt: skip
 
 
 def _chart_lines(thresholds: Thresholds) -> dict[str, float]:

@@ -29,8 +29,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "DECAYED",
     "LABELS",
     "NAMES",
+    "RESTART",
     "TEXT_TAG",
     "KernelEvidence",
     "LearningRateEvidence",
@@ -88,6 +90,11 @@ class Thresholds:
             the first stride costs resolution, which the alias fraction cannot judge.
         window_share: kernel larger than it uses when the smallest centred window holding this share of the learned
             filters' energy is smaller than the kernel.
+        rise_now: too high now when the loss's last 50 steps are this share above the lowest 50-step mean it
+            reached before (and ``rise_floor`` of its first value above it): a rate that went up, or an instability.
+        rise_floor: the same rise as a share of the first batch's loss, so that a loss near zero is not called
+            risen for noise.
+        stalled_now: the loss is flat now when its last 200 steps removed less than this share of the 200 before.
     """
 
     progress_ok: float = 0.14
@@ -101,6 +108,9 @@ class Thresholds:
     alias_fraction: float = 0.11
     coarse_map: int = 2
     window_share: float = 0.9
+    rise_now: float = 0.5
+    rise_floor: float = 0.1
+    stalled_now: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -127,7 +137,8 @@ def _ratio(line: float, measured: float) -> float:
 
 @dataclass(frozen=True)
 class LearningRateEvidence:
-    """What the learning-rate verdict reads at a probe.
+    """What the learning-rate verdict reads at a probe or a learning-rate check
+    (:meth:`lightning_viz.diagnostics.LossHistory.evidence` builds it from the training loss and the rate).
 
     Args:
         step: the optimizer step.
@@ -136,6 +147,20 @@ class LearningRateEvidence:
         spike: the largest training loss so far over the first batch's.
         change: 1 - linear CKA between the deepest stage's probe representation now and at the first probe.
         dead_channels: share of the deepest stage's channels that are zero on the whole probe.
+        recent_progress: share of the loss removed over the recent window (its last 200 steps against the 200
+            before); about 0 when the loss is flat now.
+        recent_change: 1 - linear CKA between the deepest stage's probe representation at the latest probe and at
+            a probe at least 100 steps before it (``recent_steps`` apart).
+        start: the first batch's loss.
+        now, best, best_step: the loss's mean over its last 50 steps, its lowest 50-step mean before them and the
+            step that best ended at.
+        rise_began: the first step after the best where the loss was half-way up to ``now``.
+        rate: the rate the optimizer's first parameter group used last (None: no ``lr`` in it).
+        rate_before_rise: the largest rate used before ``rise_began``.
+        rate_at_best: the largest rate used up to ``best_step``.
+        rate_rose: whether the rate went up after ``best_step`` (a warm restart or a jump).
+        peak_rate: the largest rate so far; low_since: the first step after it that the rate was below the peak
+            over :data:`DECAYED` (None while it is not).
     """
 
     step: int
@@ -144,32 +169,64 @@ class LearningRateEvidence:
     spike: float | None = None
     change: float | None = None
     dead_channels: float | None = None
+    recent_progress: float | None = None
+    recent_change: float | None = None
+    recent_steps: int | None = None
+    start: float | None = None
+    now: float | None = None
+    best: float | None = None
+    best_step: int | None = None
+    rise_began: int | None = None
+    rate: float | None = None
+    rate_before_rise: float | None = None
+    rate_at_best: float | None = None
+    rate_rose: bool | None = None
+    peak_rate: float | None = None
+    low_since: int | None = None
+
+
+DECAYED = 30
+"""A rate below its run's peak over this factor counts as decayed by the schedule (a cosine's last ~12 %, a step
+decay's second step, OneCycle's tail): there a flat loss after a clear fall is a schedule's end, not a rate too low."""
+
+RESTART = 1.25
+"""A rate that went back up to at most this many times the largest rate the run had learned at (up to the loss's
+best) is a warm restart: the loss's rise after it is planned, not trouble."""
+
+
+def _rate(value: float) -> str:
+    """A rate in two significant digits, as people write it: 500, 0.02, 3e-05."""
+    return f"{float(f'{value:.2g}'):g}"
 
 
 def learning_rate_verdict(evidence: LearningRateEvidence, thresholds: Thresholds) -> Verdict:
     """1 (too high), -1 (too low), 0 (ok) or None (not enough evidence yet), checked in this order:
 
     1. anything non-finite: diverged;
-    2. while the loss is not falling clearly: most units dead, or the loss risen above its start, or a jump of the
-       loss early on that it has not recovered from: too high;
-    3. the loss falling clearly, or the network's representation moving: ok (a plateau of the loss while the
-       network changes is how many working runs start);
-    4. the loss stalled and the network barely changed, after ``low_after`` steps: too low.
+    2. while the loss is not falling clearly since the start: most units dead, or the loss risen above its start,
+       or a jump of the loss early on that it has not recovered from: too high;
+    3. the loss now well above the best it reached (by ``rise_now`` of that best and ``rise_floor`` of the first
+       batch's loss): too high, named with the step it began and the rate before it; unless the rate went back up
+       to a level the run already learned at (a warm restart: ok, the rise is planned);
+    4. the loss flat over the recent window and the network's representation barely moving in it, after
+       ``low_after`` steps: too low, while the loss has fallen less than ``progress_ok`` since the start, or when a
+       schedule decayed the rate and the run has been stuck at it for longer than it trained before (decayed too
+       early);
+    5. the loss fallen clearly since the start (a flat loss at the end of a decayed schedule included), or the
+       network's representation moving: ok (a plateau of the loss while the network changes is how many working
+       runs start);
+    6. the loss stalled and the network barely changed since the start, after ``low_after`` steps: too low.
     """
     e, t = evidence, thresholds
     if e.nonfinite is not None:
-        return Verdict("learning_rate", 1, f"✗ diverged: {e.nonfinite} not finite (NaN or inf); the learning "
-                       "rate is far too high for this model: try one ten times smaller, gradient clipping, or a "
-                       "warm-up")  # fmt: skip
+        smaller = "one ten times smaller" if e.rate is None else f"{_rate(e.rate / 10)} (it was {_rate(e.rate)})"
+        return Verdict("learning_rate", 1, f"✗ diverged: {e.nonfinite} not finite (NaN or inf); the learning rate "
+                       f"is far too high for this model: try {smaller}, gradient clipping, or a warm-up")  # fmt: skip
     p = e.loss_progress
     if p is None:
         return Verdict("learning_rate", None, f"… {NOT_YET}: the training loss has not been seen for long enough")
-    change = "not measured" if e.change is None else f"{e.change:.2f}"
-    dead = "not measured" if e.dead_channels is None else f"{e.dead_channels:.0%}"
-    spike = "not measured" if e.spike is None else f"{e.spike:.1f}x"
-    numbers = (f"loss {0.0 - p:+.1%} since the first batch, largest loss {spike} the first, representation change "
-               f"{change}, dead channels {dead}")  # fmt: skip
-    smaller = "try a rate ten times smaller"
+    numbers = _numbers(e)
+    smaller = "try a rate ten times smaller" if e.rate is None else f"try {_rate(e.rate / 10)}"
     if p < t.progress_ok:
         if e.dead_channels is not None and e.dead_channels > t.dead_channels:
             return Verdict("learning_rate", 1, f"✗ too high: most units died and the loss is not falling "
@@ -182,19 +239,102 @@ def learning_rate_verdict(evidence: LearningRateEvidence, thresholds: Thresholds
             return Verdict("learning_rate", 1, f"✗ too high: the loss jumped to {e.spike:.1f} times its start and "
                            f"has not come down since ({numbers}; jump limit {t.spike:.1f}x, falling from "
                            f"-{t.progress_ok:.0%}); {smaller}, or a warm-up", e.spike / t.spike)  # fmt: skip
+    risen = _risen(e, t, numbers)
+    if risen is not None:
+        return risen
+    stuck = _stuck(e, t, numbers)
+    if stuck is not None:
+        return stuck
     if p >= t.progress_ok:
+        flat = e.recent_progress is not None and e.recent_progress < t.stalled_now
+        if flat and e.low_since is not None and e.peak_rate is not None:
+            return Verdict("learning_rate", 0, f"✓ ok: the loss fell {p:.0%} and is flat now that the schedule has "
+                           f"brought the rate down (below 1/{DECAYED} of its peak {_rate(e.peak_rate)} since "
+                           f"step {e.low_since}): a decayed schedule's end ({numbers})", p / t.progress_ok)  # fmt: skip
         return Verdict("learning_rate", 0, f"✓ ok: the training loss is falling ({numbers}; ok from "
                        f"-{t.progress_ok:.0%})", p / t.progress_ok)  # fmt: skip
     if e.change is not None and e.change >= t.change_low:
         return Verdict("learning_rate", 0, f"✓ ok: the network is learning, its representation is moving while the "
                        f"loss has not fallen much yet ({numbers}; moving from {t.change_low:.2f})",
                        e.change / t.change_low)  # fmt: skip
+    larger = "try a rate ten times larger" if e.rate is None else f"try {_rate(e.rate * 10)}"
     if e.change is not None and p < t.stalled_progress and e.step >= t.low_after:
         return Verdict("learning_rate", -1, f"✗ too low: the loss stalled and the network barely changed in "
-                       f"{e.step} steps ({numbers}; change limit {t.change_low:.2f}); try a rate ten times larger",
+                       f"{e.step} steps ({numbers}; change limit {t.change_low:.2f}); {larger}",
                        _ratio(t.change_low, e.change))  # fmt: skip
     return Verdict("learning_rate", None, f"… {NOT_YET}: the loss is not falling and the network is barely moving; "
                    f"too low if it stays so until step {t.low_after} ({numbers})")  # fmt: skip
+
+
+def _numbers(e: LearningRateEvidence) -> str:
+    """The evidence in words, for the verdict's line."""
+    parts = [f"loss {0.0 - (e.loss_progress or 0.0):+.1%} since the first batch"]
+    if e.recent_progress is not None:
+        parts.append(f"{0.0 - e.recent_progress:+.1%} over the last 200 steps")
+    if e.spike is not None:
+        parts.append(f"largest loss {e.spike:.1f}x the first")
+    if e.change is not None:
+        parts.append(f"representation change {e.change:.2f}")
+    if e.recent_change is not None and e.recent_steps:
+        parts.append(f"{e.recent_change:.3f} over the last {e.recent_steps} steps")
+    if e.dead_channels is not None:
+        parts.append(f"dead channels {e.dead_channels:.0%}")
+    if e.rate is not None:
+        peak = "" if e.peak_rate is None or e.peak_rate <= e.rate else f" (peak {_rate(e.peak_rate)})"
+        parts.append(f"rate {_rate(e.rate)}{peak}")
+    return ", ".join(parts)
+
+
+def _risen(e: LearningRateEvidence, t: Thresholds, numbers: str) -> Verdict | None:
+    """Rule 3: the loss well above its best now; a warm restart excused (ok), None where it has not risen."""
+    if e.now is None or e.best is None or e.start is None or e.best <= 0 or e.start <= 0:
+        return None
+    rise, share = e.now / e.best - 1.0, (e.now - e.best) / e.start
+    if rise <= t.rise_now or share <= t.rise_floor:
+        return None
+    where = (f"the loss rose from {e.best:.3g} (its best, by step {e.best_step}) to {e.now:.3g} since step "
+             f"{e.rise_began}")  # fmt: skip
+    restart = e.rate_rose and e.rate is not None and e.rate_at_best is not None and e.rate <= RESTART * e.rate_at_best
+    if restart:
+        assert e.rate is not None and e.rate_at_best is not None
+        return Verdict("learning_rate", 0, f"✓ ok: {where}, after the rate went back up to {_rate(e.rate)}, a level "
+                       f"the run learned at before (up to {_rate(e.rate_at_best)}): a warm restart, the loss is "
+                       f"expected to fall again ({numbers})")  # fmt: skip
+    before = e.rate_before_rise
+    if e.rate is not None and before is not None and e.rate > 1.5 * before:
+        advice = f"the rate went from {_rate(before)} to {_rate(e.rate)}: try {_rate(before)}, the rate it learned at"
+    else:
+        advice = "try a rate ten times smaller" if e.rate is None else f"try {_rate(e.rate / 10)}"
+    degree = min(rise / t.rise_now, share / t.rise_floor)
+    return Verdict("learning_rate", 1, f"✗ too high now: {where} ({numbers}; limits: +{t.rise_now:.0%} of its best "
+                   f"and +{t.rise_floor:.0%} of its start); {advice}", degree)  # fmt: skip
+
+
+def _stuck(e: LearningRateEvidence, t: Thresholds, numbers: str) -> Verdict | None:
+    """Rule 4: the loss flat and the network still over the recent window; None where it is not stuck (or while
+    that cannot be told)."""
+    if e.recent_progress is None or e.recent_change is None or e.step < t.low_after or e.loss_progress is None:
+        return None
+    if e.recent_progress >= t.stalled_now or e.recent_change >= t.change_low:
+        return None
+    degree = _ratio(t.change_low, e.recent_change)
+    window = f"over the last {e.recent_steps} steps" if e.recent_steps else "recently"
+    if e.loss_progress < t.progress_ok:
+        larger = "try a rate ten times larger" if e.rate is None else f"try {_rate(e.rate * 10)}"
+        decayed = ""
+        if e.low_since is not None and e.peak_rate is not None:
+            decayed = f" (the schedule brought it down from {_rate(e.peak_rate)} by step {e.low_since})"
+            larger = f"keep {_rate(e.peak_rate)} for longer: decay once the loss flattens"
+        return Verdict("learning_rate", -1, f"✗ too low: the loss is stuck near its start and the network barely "
+                       f"changes {window}{decayed} ({numbers}; limits: loss falling {t.stalled_now:.0%}, change "
+                       f"{t.change_low:.2f}); {larger}", degree)  # fmt: skip
+    if e.low_since is not None and e.peak_rate is not None and e.step - e.low_since > max(e.low_since, 200):
+        return Verdict("learning_rate", -1, f"✗ too low: decayed too early: the schedule brought the rate below 1/"
+                       f"{DECAYED} of its peak {_rate(e.peak_rate)} at step {e.low_since} and the run has barely "
+                       f"moved since, for longer than it trained before ({numbers}); keep {_rate(e.peak_rate)} for "
+                       f"longer: decay once the loss flattens (ReduceLROnPlateau), or raise it to "
+                       f"{_rate(e.peak_rate / 10)} now", degree)  # fmt: skip
+    return None
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,38 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["MAX_STRETCH", "WARMUP_STEPS", "Decision", "Job", "Schedule", "StepTimes", "stretch"]
+__all__ = [
+    "DENSE_IMAGES",
+    "MAX_STRETCH",
+    "WARMUP_STEPS",
+    "Decision",
+    "Job",
+    "Schedule",
+    "StepTimes",
+    "keeps_images",
+    "stretch",
+]
 
 MAX_STRETCH = 1024
 WARMUP_STEPS = 50
 """Steps whose times are not yet trusted (loader workers, kernel selection): the budget spaces nothing before."""
+
+
+DENSE_IMAGES = 10
+"""Pictures are kept at every probe of a monitor's cadence for its first ``2 * DENSE_IMAGES`` probes, then at every
+other probe for the next ``DENSE_IMAGES``, every fourth for the next ``DENSE_IMAGES``, and so on."""
+
+
+def keeps_images(step: int, every: int | None, first_step: int = 0) -> bool:
+    """Whether a probe at ``step`` keeps its pictures on a cadence of ``every`` steps that thins as the run goes on:
+    dense early, where the pictures change fastest, then spaced out by powers of two, :data:`DENSE_IMAGES` per
+    doubling of the run, so that a run of ``n`` steps keeps about ``10 * log2(n / (10 * every))`` sets of pictures
+    (every 100 steps: 20 up to step 2,000, 10 between 2,000 and 4,000, ..., about 120 in 1,000,000 steps)."""
+    if every is None:
+        return True
+    elapsed = step - first_step
+    spacing: int = every * 2 ** max(0, math.floor(math.log2(max(1.0, elapsed / (DENSE_IMAGES * every)))))
+    return elapsed % spacing == 0
 
 
 def stretch(cost: float, allowed: float) -> int | None:
