@@ -249,6 +249,8 @@ def test_history_follows_the_rate_peak_decay_and_restarts() -> None:
     rates = [0.1] * 200 + [1e-5] * 300
     history = _history(_falling(500), rates)
     assert (history.rate, history.peak_rate, history.peak_rate_step, history.low_since) == (1e-5, 0.1, 0, 200)
+    assert history.rate_rising() is False and _history(_falling(100)).rate_rising() is None
+    assert _history(_falling(150), [0.1 * (s + 1) / 1000 for s in range(150)]).rate_rising()  # a warm-up
     history = _history(_falling(800) + [1.2] * 100, [0.1] * 400 + [0.001] * 400 + [0.1] * 100)  # a warm restart
     evidence = history.evidence(900)
     assert evidence.rate_rose and evidence.rate_at_best == 0.1 and evidence.rate == 0.1
@@ -297,6 +299,25 @@ def _long(**kwargs: object) -> LearningRateEvidence:
         ),
         # flat at a constant rate after a clear fall: no verdict of a rate too low (the loss fell)
         (dict(recent_progress=0.0, recent_change=0.001), 0, "ok"),
+        # a warm-up: the run has barely moved while the rate is still rising; judged once it stops
+        (
+            dict(
+                step=150,
+                loss_progress=0.01,
+                change=0.01,
+                recent_progress=None,
+                recent_change=None,
+                rate=0.001,
+                rate_rising=True,
+            ),
+            None,
+            "the rate is still rising (a warm-up)",
+        ),
+        (
+            dict(step=150, loss_progress=0.01, change=0.01, recent_progress=None, recent_change=None, rate=0.001),
+            -1,
+            "too low: the loss stalled",
+        ),
     ],
 )
 def test_learning_rate_over_a_long_run(evidence: dict[str, object], value: int | None, words: str) -> None:

@@ -196,6 +196,8 @@ class TrainingDiagnostics(ProbeMonitor):
         self._rates_now = rates
         if rates:
             self._rates[step] = next(iter(rates.values()))
+            if len(self._rates) > 4096:  # no loss seen for that long (manual optimization returning none): keep few
+                del self._rates[next(iter(self._rates))]
 
     @override
     def check(self, step: int) -> ProbeLogs:

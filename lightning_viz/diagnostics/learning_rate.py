@@ -106,7 +106,8 @@ class LossHistory:
         self.blocks: list[list[float]] = []  # [end step, mean loss, largest rate, running largest rate]
         self._sum, self._n = 0.0, 0  # the block being filled: its loss sum and batches
         self._rate: float | None = None  # and its largest rate
-        self.best: tuple[float, int, float | None] | None = None  # lowest 2-block mean, its end, the rate's peak then
+        # the lowest 2-block mean: (mean, its end step, the rate's peak up to it, the rate of its last block)
+        self.best: tuple[float, int, float | None, float | None] | None = None
         self.rate: float | None = None
         self.peak_rate: float | None = None
         self.peak_rate_step: int | None = None
@@ -145,10 +146,10 @@ class LossHistory:
         self.blocks.append([float(step), self._sum / self._n, rate, running])
         self._sum, self._n, self._rate = 0.0, 0, None
         if len(self.blocks) >= 4:  # the pair before the latest two becomes history: the best the loss has been
-            (_, a, _, _), (end, b, _, seen) = self.blocks[-4], self.blocks[-3]
+            (_, a, _, _), (end, b, rate, seen) = self.blocks[-4], self.blocks[-3]
             pair = (a + b) / 2
             if self.best is None or pair < self.best[0]:
-                self.best = (pair, int(end), None if math.isnan(seen) else seen)
+                self.best = (pair, int(end), None if math.isnan(seen) else seen, None if math.isnan(rate) else rate)
         del self.blocks[: -self.keep]
 
     @property
@@ -188,7 +189,7 @@ class LossHistory:
         if self.best is None or len(self.blocks) < 2:
             return None
         now = (self.blocks[-1][1] + self.blocks[-2][1]) / 2
-        best, best_step, _ = self.best
+        best, best_step, _, _ = self.best
         halfway = best + (now - best) / 2
         began = next((int(b[0]) - self.block + 1 for b in self.blocks if b[0] > best_step and b[1] > halfway),
                      int(self.blocks[-1][0]))  # fmt: skip
@@ -199,11 +200,19 @@ class LossHistory:
         than 1.5 times the rate of the block the best ended in."""
         if self.best is None:
             return None
-        at_best = [b[2] for b in self.blocks if b[0] == self.best[1] and not math.isnan(b[2])]
+        at_best = self.best[3]
         after = [b[2] for b in self.blocks if b[0] > self.best[1] and not math.isnan(b[2])]
-        if not at_best or not after:
+        if at_best is None or not after:
             return None
-        return max(after) > 1.5 * at_best[0]
+        return max(after) > 1.5 * at_best
+
+    def rate_rising(self) -> bool | None:
+        """Whether the rate is going up now (a warm-up, OneCycle's first phase): the last block's largest rate above
+        that of the block two before it by more than 2 %. None without rates."""
+        rates = [b[2] for b in self.blocks[-3:]]
+        if len(rates) < 3 or any(math.isnan(r) for r in rates):
+            return None
+        return rates[-1] > 1.02 * rates[0]
 
     def rate_before(self, step: int) -> float | None:
         """The largest rate of the kept blocks that ended before ``step`` (the rate a jump left)."""
@@ -235,6 +244,7 @@ class LossHistory:
             rate_before_rise=None if rise is None else self.rate_before(rise[3]),
             rate_at_best=None if self.best is None else self.best[2],
             rate_rose=self._rate_rose(),
+            rate_rising=self.rate_rising(),
             peak_rate=self.peak_rate,
             low_since=self.low_since,
         )

@@ -159,6 +159,7 @@ class LearningRateEvidence:
         rate_before_rise: the largest rate used before ``rise_began``.
         rate_at_best: the largest rate used up to ``best_step``.
         rate_rose: whether the rate went up after ``best_step`` (a warm restart or a jump).
+        rate_rising: whether the rate is going up now (a warm-up).
         peak_rate: the largest rate so far; low_since: the first step after it that the rate was below the peak
             over :data:`DECAYED` (None while it is not).
     """
@@ -181,6 +182,7 @@ class LearningRateEvidence:
     rate_before_rise: float | None = None
     rate_at_best: float | None = None
     rate_rose: bool | None = None
+    rate_rising: bool | None = None
     peak_rate: float | None = None
     low_since: int | None = None
 
@@ -208,14 +210,16 @@ def learning_rate_verdict(evidence: LearningRateEvidence, thresholds: Thresholds
     3. the loss now well above the best it reached (by ``rise_now`` of that best and ``rise_floor`` of the first
        batch's loss): too high, named with the step it began and the rate before it; unless the rate went back up
        to a level the run already learned at (a warm restart: ok, the rise is planned);
-    4. the loss flat over the recent window and the network's representation barely moving in it, after
+    4. while the rate is still rising (a warm-up) and the run has barely moved: not yet judged, since a low rate
+       is what a warm-up starts with;
+    5. the loss flat over the recent window and the network's representation barely moving in it, after
        ``low_after`` steps: too low, while the loss has fallen less than ``progress_ok`` since the start, or when a
        schedule decayed the rate and the run has been stuck at it for longer than it trained before (decayed too
        early);
-    5. the loss fallen clearly since the start (a flat loss at the end of a decayed schedule included), or the
+    6. the loss fallen clearly since the start (a flat loss at the end of a decayed schedule included), or the
        network's representation moving: ok (a plateau of the loss while the network changes is how many working
        runs start);
-    6. the loss stalled and the network barely changed since the start, after ``low_after`` steps: too low.
+    7. the loss stalled and the network barely changed since the start, after ``low_after`` steps: too low.
     """
     e, t = evidence, thresholds
     if e.nonfinite is not None:
@@ -242,6 +246,9 @@ def learning_rate_verdict(evidence: LearningRateEvidence, thresholds: Thresholds
     risen = _risen(e, t, numbers)
     if risen is not None:
         return risen
+    if e.rate_rising and p < t.progress_ok and (e.change is None or e.change < t.change_low):
+        return Verdict("learning_rate", None, f"… {NOT_YET}: the loss has barely moved, but the rate is still rising "
+                       f"(a warm-up): judged once it stops ({numbers})")  # fmt: skip
     stuck = _stuck(e, t, numbers)
     if stuck is not None:
         return stuck
