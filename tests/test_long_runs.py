@@ -29,7 +29,7 @@ def _image_steps(events: object, tag: str) -> list[int]:
 
 def test_pictures_thin_out_while_scalars_keep_their_cadence(tmp_path: Path) -> None:
     monitor = GradCAMMonitor(every_n_steps=1, budget=None)
-    _, trainer = fit_classifier(tmp_path, [monitor], max_steps=50)
+    _, trainer = fit_classifier(tmp_path, [monitor, TrainingDiagnostics(every_n_steps=25)], max_steps=50)
     events = read_events(trainer.logger.log_dir)
     tag = next(t for t in events.Tags()["images"] if t.startswith("gradcam/"))
     expected = [s for s in range(51) if keeps_images(s, 1)]

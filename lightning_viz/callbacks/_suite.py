@@ -153,6 +153,7 @@ class ProbeSuite:
         self.images_stopped: int | None = None  # the step from which pictures stopped at the bound
         self._images_at: tuple[int, bool] | None = None  # whether the step's pictures fit the bound
         self._image_steps: set[int] = set()  # the steps whose pictures were submitted
+        self._summarised: int | None = None  # the final step whose viz/logs text was written
         self.counts: dict[str, Counter[str]] = {"images": Counter(), "scalars": Counter(), "text": Counter()}
         self.log_every_n_steps = 50  # Lightning's own scalars' cadence (the trainer's, from the fit's start)
         self.writer: BackgroundWriter | None = None
@@ -661,7 +662,8 @@ class ProbeSuite:
         if self.writer is not None:
             start = time.perf_counter()
             self.writer.drain()
-            if self.final_step is not None:  # what was written, now that it all is
+            if self.final_step is not None and self._summarised != self.final_step:  # once: every monitor finishes
+                self._summarised = self.final_step  # what was written, now that it all is
                 self.writer.submit(Written(self.final_step, texts={"viz/logs": self.logs_text(self.final_step)}))
                 self.writer.drain()
             self.spent += time.perf_counter() - start
