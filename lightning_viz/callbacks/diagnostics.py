@@ -83,8 +83,11 @@ class TrainingDiagnostics(ProbeMonitor):
     stride. Stride: ``uneven_overlap``, the ``alias_fraction`` of the first layer's response on the probe (and of
     its learned part's, ``learned_alias_fraction``), ``lattice_peak_ratio`` of deconvnet projections of the deepest
     stage's top units, ``shift_tvd/model`` (total variation distance of the probe's outputs under 1-3 px shifts).
-    Learning rate: ``loss_progress`` (share of the starting training loss removed), ``probe_loss``, ``change`` of
-    the deepest stage's probe representation since the first probe (1 - linear CKA), ``update_ratio``
+    Learning rate: ``loss_progress`` (share of the starting training loss removed), ``loss_recent_progress`` (over
+    the last 200 steps), ``loss_rise`` and ``loss_rise_share`` (the last 50 steps over the loss's best, as a share of
+    the best and of the first loss), ``lr/<group>`` (each parameter group's rate), ``probe_loss``, ``change`` of
+    the deepest stage's probe representation since the first probe (1 - linear CKA) and ``recent_change`` over
+    probes at least 100 steps apart, ``update_ratio``
     ||dW||/||W|| of every convolution across the optimizer step that leads to a probe step, ``dead_channels`` and
     ``cka_previous`` of each stage, and the first layer's ``rms_growth``. The numbers whose range spans decades are
     also logged as their log10 (``log10_learned_share``, ``log10_change``, ``log10_update_ratio``; not for 0), which
@@ -109,6 +112,11 @@ class TrainingDiagnostics(ProbeMonitor):
         thresholds: verdict thresholds; None: the defaults chosen from the validation study.
         shift_every_n_steps: cadence of the shift consistency (twelve forward passes of the probe), in optimizer
             steps; it also runs at the final probe, never at step 0.
+        check_every_n_steps: cadence of the learning-rate check between probes (the training loss and each
+            parameter group's rate, ``diagnostics/lr/<group>``; no forward pass, no picture): it logs
+            ``verdict/learning_rate`` and the loss numbers, and the verdict text where the verdict changed, so that a
+            rate that jumps or a schedule that stalls the run is named within 50-100 steps however far apart the
+            budget spaces the probes. None: only at probes.
         **kwargs: probe, cadence and error options of :class:`~lightning_viz.callbacks.ProbeMonitor`.
 
     Example::
