@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,20 @@ def test_validate_and_predict_say_once_that_the_monitors_probe_during_fit(tmp_pa
         said = [str(w.message) for w in record if "probe during fit only" in str(w.message)]
         assert said == [f"FilterMonitor, GradCAMMonitor, TrainingDiagnostics probe during fit only: trainer.{stage} "
                         "logs nothing from them (a callback of yours may call probe_now from its hooks)"]  # fmt: skip
+
+
+def test_testing_after_a_fit_says_nothing_the_user_did_not_ask_about(tmp_path: Path) -> None:
+    """trainer.fit then trainer.test (as the example does): the monitors probed during the fit, so the test stage's
+    "probe during fit only" would be news to no one."""
+    model = Classifier(AwkwardNet())
+    trainer = Trainer(callbacks=[GradCAMMonitor(), TrainingDiagnostics()], accelerator="cpu", max_steps=2,
+                      logger=TensorBoardLogger(str(tmp_path)), enable_progress_bar=False,
+                      enable_model_summary=False)  # fmt: skip
+    trainer.fit(model, random_loader(n=16), random_loader(n=16, shuffle=False))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        trainer.validate(model, random_loader(n=16, shuffle=False), verbose=False)
+    assert not [w for w in record if "probe during fit only" in str(w.message)]
 
 
 def test_strategies_that_shard_parameters_are_refused() -> None:

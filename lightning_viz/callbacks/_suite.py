@@ -476,7 +476,9 @@ class ProbeSuite:
         if trainer.is_global_zero:
             self.attach_writer(writer)
         if stage != "fit":
-            if monitor is self.monitors[0]:  # said once for all the monitors attached
+            # said once for all the monitors, and only to a user who attached them for this stage: after a fit
+            # (trainer.fit, then trainer.test) it is no news
+            if monitor is self.monitors[0] and all(m.last_step is None for m in self.monitors):
                 names = ", ".join(sorted({type(m).__name__ for m in self.monitors}))
                 stage = getattr(stage, "value", stage)  # a TrainerFn: "validate", "test", "predict"
                 warnings.warn(f"{names} probe during fit only: trainer.{stage} logs nothing from them (a callback "
