@@ -324,3 +324,14 @@ def test_rates_already_logged_by_lightning_are_not_logged_again(tmp_path: Path) 
     scalars = set(events.Tags()["scalars"])
     assert "lr-SGD" in scalars and not any(tag.startswith("diagnostics/lr/") for tag in scalars)
     assert {e.step for e in events.Scalars("diagnostics/loss_progress")} == {50, 100, 150, 200}
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
+def test_training_is_bit_identical_with_the_learning_rate_checks(tmp_path: Path) -> None:
+    """The checks between probes read the losses and the optimizer's rates every 5 steps: training is unchanged."""
+    baseline = fit_classifier(tmp_path / "without", [])
+    monitor = TrainingDiagnostics(every_n_steps=10, check_every_n_steps=5, budget=None)
+    run = fit_classifier(tmp_path / "with", [monitor])
+    assert_same_training(run, baseline)
+    events = read_events(run[1].logger.log_dir)
+    assert {e.step for e in events.Scalars("diagnostics/lr/pg0")} >= {5, 10, 15, 25}
