@@ -36,6 +36,7 @@ __all__ = [
     "main",
     "read_runs",
     "samples_per_plugin",
+    "tensorboard_command_for",
 ]
 
 TENSORBOARD_SAMPLES = {"scalars": 1000, "images": 10, "audio": 10, "histograms": 500, "pr_curves": 100}
@@ -254,10 +255,11 @@ def samples_per_plugin(counts: Mapping[str, Mapping[str, int]]) -> str:
     return ",".join(f"{plugin}={n}" for plugin, n in kept)
 
 
-def _tensorboard_command(logdir: str, counts: Mapping[str, Mapping[str, int]]) -> str:
+def tensorboard_command_for(logdir: str, counts: Mapping[str, Mapping[str, int]],
+                            executable: str = "tensorboard") -> str:  # fmt: skip
     """The ``tensorboard`` command that shows every step written under ``logdir`` (:func:`samples_per_plugin`)."""
     samples = samples_per_plugin(counts)
-    return f"tensorboard --logdir {shlex.quote(logdir)}" + (f" --samples_per_plugin {samples}" if samples else "")
+    return f"{executable} --logdir {shlex.quote(logdir)}" + (f" --samples_per_plugin {samples}" if samples else "")
 
 
 def _changes(history: dict[int, dict[str, int | None]]) -> list[int]:
@@ -275,7 +277,7 @@ def _header(run: RunVerdicts) -> str:
 
 
 def format_text(runs: list[RunVerdicts], tensorboard: str | None = None) -> str:
-    """The report as text; ``tensorboard``: the command that shows everything (:func:`_tensorboard_command`)."""
+    """The report as text; ``tensorboard``: the command that shows everything (:func:`tensorboard_command_for`)."""
     out = []
     width = max(len(name) for name in NAMES) + 2
     for run in runs:
@@ -308,7 +310,7 @@ def _report(args: argparse.Namespace) -> int:
         print(f"lightning-viz report: no run under {logdir} logged verdicts (is TrainingDiagnostics attached, and "
               "has it probed yet?)", file=sys.stderr)  # fmt: skip
         return 2
-    tensorboard = _tensorboard_command(args.logdir, counts)
+    tensorboard = tensorboard_command_for(args.logdir, counts)
     if args.json:
         runs_json = [{**asdict(r), "ok": r.ok} for r in runs]
         print(json.dumps({"ok": all(r.ok for r in runs), "runs": runs_json, "tensorboard": tensorboard}, indent=2))

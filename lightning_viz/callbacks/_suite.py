@@ -36,7 +36,7 @@ from lightning_viz.probe import ProbeBatch
 from lightning_viz.probing import ProbeContext
 from lightning_viz.probing.schedule import WARMUP_STEPS, Job, Schedule, StepTimes, keeps_images
 from lightning_viz.render import notice
-from lightning_viz.report import samples_per_plugin
+from lightning_viz.report import tensorboard_command_for
 
 __all__ = [
     "Due",
@@ -80,8 +80,8 @@ def tensorboard_command(logdir: str, monitors: Sequence[Any], max_steps: int, lo
         checks = max_steps // monitor.check_every_n_steps if monitor.check_every_n_steps else 0
         scalars += len(probes) + checks  # the suite's own scalars are written at any monitor's probe
     lightning = max_steps // max(1, log_every_n_steps) + 1  # Lightning's own scalars
-    keep = samples_per_plugin({"images": {"": images}, "scalars": {"": max(scalars, lightning)}, "text": {"": scalars}})
-    return f"{executable} --logdir {logdir}" + (f" --samples_per_plugin {keep}" if keep else "")
+    counts = {"images": {"": images}, "scalars": {"": max(scalars, lightning)}, "text": {"": scalars}}
+    return tensorboard_command_for(logdir, counts, executable)
 
 
 def optimizer_rates(optimizers: Sequence[Any]) -> dict[str, float]:
@@ -325,9 +325,8 @@ class ProbeSuite:
         written = self.writer.image_bytes if self.writer is not None else {}
         sets = len(self._image_steps)
         lightning = {"": step // max(1, self.log_every_n_steps) + 1}  # Lightning's own scalars
-        keep = samples_per_plugin({**self.counts, "scalars": {**self.counts["scalars"], **lightning}})
         logdir = getattr(getattr(self.writer, "writer", None), "log_dir", "LOGDIR")
-        command = f"tensorboard --logdir {logdir}" + (f" --samples_per_plugin {keep}" if keep else "")
+        command = tensorboard_command_for(logdir, {**self.counts, "scalars": {**self.counts["scalars"], **lightning}})
         stopped = "" if self.images_stopped is None else f" (stopped at step {self.images_stopped} by max_image_bytes)"
         return (f"Step {step}: {sets} steps of pictures, {sum(written.values()) / 1e6:.1f} MB{stopped}; at most "
                 f"{max(self.counts['scalars'].values(), default=0)} steps of a scalar and "

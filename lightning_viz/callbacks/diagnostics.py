@@ -213,11 +213,7 @@ class TrainingDiagnostics(ProbeMonitor):
         and the latest probe's numbers; its text is written where the verdict changed."""
         self._read_losses()
         logs = ProbeLogs(scalars=self._loss_numbers())
-        if self._losses.first_nonfinite_step is not None:
-            evidence = LearningRateEvidence(step, f"the training loss since step {self._losses.first_nonfinite_step}",
-                                            rate=self._losses.rate)  # fmt: skip
-        else:
-            evidence = self._losses.evidence(step, **self._probe_numbers)
+        evidence = self._losses.evidence(step, self._nonfinite_loss(), **self._probe_numbers)
         verdict = learning_rate_verdict(evidence, self.thresholds)
         if verdict.value is not None:
             logs.scalars["verdict/learning_rate"] = float(verdict.value)
@@ -229,6 +225,11 @@ class TrainingDiagnostics(ProbeMonitor):
             logs.texts["diagnostics/verdicts"] = verdict_text(verdicts, step)
             self._said = verdict.value
         return logs
+
+    def _nonfinite_loss(self) -> str | None:
+        """What the learning-rate verdict names when the training loss stopped being finite, or None."""
+        first = self._losses.first_nonfinite_step
+        return None if first is None else f"the training loss since step {first}"
 
     def _loss_numbers(self) -> dict[str, float]:
         """The training loss's numbers and the rates, at a probe or a check."""
@@ -294,7 +295,7 @@ class TrainingDiagnostics(ProbeMonitor):
         learned = self._kernel_numbers(first, logs.scalars)
         logits = context.logits
         if not bool(torch.isfinite(logits).all()):
-            lr = LearningRateEvidence(step, f"the probe's outputs at step {step}", rate=self._losses.rate)
+            lr = self._losses.evidence(step, f"the probe's outputs at step {step}")
             return self._verdicts(
                 logs, step, lr, KernelEvidence(tag, kernel, stride), StrideEvidence(tag, kernel, stride)
             )
@@ -442,15 +443,14 @@ class TrainingDiagnostics(ProbeMonitor):
         first = resolve_layer(model, self._first)[1]
         assert isinstance(first, nn.Conv2d)
         kernel, stride = first.kernel_size[0], first.stride[0]
-        seen = []
-        if self._losses.first_nonfinite_step is not None:
-            seen.append(f"the training loss since step {self._losses.first_nonfinite_step}")
+        loss = self._nonfinite_loss()
+        seen = [] if loss is None else [loss]
         if nonfinite:
             seen.append(f"the weights at step {step} ({shown_names(nonfinite)})")
         return self._verdicts(
             ProbeLogs(),
             step,
-            LearningRateEvidence(step, " and ".join(seen), rate=self._losses.rate),
+            self._losses.evidence(step, " and ".join(seen)),
             KernelEvidence(self._first, kernel, stride),
             StrideEvidence(self._first, kernel, stride),
         )
