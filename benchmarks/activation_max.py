@@ -1,5 +1,5 @@
-"""Activation maximisation on a trained network: lightning_viz's pixel parameterisation (the old default), its
-decorrelated Fourier parameterisation (the new one) and torch-lucent's ``render_vis``, on the same channels, all in
+"""Activation maximisation on a trained network: lightning_viz's pixel parameterisation (``param="pixel"``),
+its decorrelated Fourier parameterisation (the default) and torch-lucent's ``render_vis``, on the same channels, all in
 one run.
 
 The network is ``tests/checkpoints/shapes_net.pt`` (the example's ShapesNet, 64x64 inputs); the channels are the 8

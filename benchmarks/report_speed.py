@@ -8,8 +8,8 @@ suite's thinning cadence). Timed, each in a fresh process (median of ``--repeats
   - ``lightning-viz report DIR``, the command;
   - importing ``lightning_viz.report`` alone (``python -c``), the command's start-up;
   - the report's reading of the run alone, timed inside a process;
-  - the way the report read runs before (TensorBoard's ``EventAccumulator`` keeping every scalar and tensor, then the
-    verdict tags read from it), with the same imports: its process, and its reading timed inside it; once
+  - the general way, for comparison: TensorBoard's ``EventAccumulator`` keeping every scalar and tensor, then the
+    verdict tags read from it, with the same imports: its process, and its reading timed inside it; once
     (``--no-old`` leaves it out).
 
     python benchmarks/report_speed.py            # writes benchmarks/report_speed.md
@@ -51,8 +51,8 @@ for directory in _run_dirs(Path(sys.argv[1])):
     values = {name: {e.step: e.value for e in events.Scalars(f"verdict/{name}")} for name in NAMES}
 print(time.perf_counter() - start)
 """
-"""The report's reading before this benchmark's change (lightning_viz/report.py at commit 780c173), in short; prints
-the seconds it read for."""
+"""The verdicts read the general way, with TensorBoard's EventAccumulator, in short; prints the seconds it read
+for."""
 
 NEW = """
 import sys, time
@@ -131,8 +131,8 @@ def main() -> None:
     ]
     if old_s is not None and old_read_s is not None:
         rows += [
-            ("before: EventAccumulator keeping every scalar and tensor, the verdict tags (its process)", old_s),
-            ("before: its reading of the run (timed inside the process)", old_read_s),
+            ("TensorBoard's EventAccumulator keeping every scalar and tensor, the verdict tags (its process)", old_s),
+            ("EventAccumulator: its reading of the run (timed inside the process)", old_read_s),
         ]
     lines = [
         "# How long `lightning-viz report` takes on a long run",

@@ -170,12 +170,12 @@ def test_stage_layers_are_feature_maps_not_channels_last_tensors_inside_blocks()
     ("builder", "expected"),
     [
         # a bottleneck's 1x1 convolution and BatchNorm run at layer1's grid before its strided 3x3: they open layer2
-        # (they were chosen instead of layer1-layer3: layer2.0.bn1, layer3.0.bn1, layer4.0.bn1)
+        # (so layer2.0.bn1, layer3.0.bn1 and layer4.0.bn1 are not stage ends: layer1-layer3 are)
         (torchvision.models.resnet50, ["relu", "layer1", "layer2", "layer3", "layer4"]),
-        # an inverted residual's expansion runs before its strided depthwise convolution (was features.2.conv.0, ...)
+        # an inverted residual's expansion runs before its strided depthwise convolution (not features.2.conv.0, ...)
         (torchvision.models.mobilenet_v2, ["features.1", "features.3", "features.6", "features.13", "features"]),
         # a ShuffleNet unit's first branch downsamples before its second has run at the old grid: the stage is the
-        # stage, not a branch (was stage3.0.branch2.2, stage3, stage4.0.branch1, stage4.0.branch2.2, conv5)
+        # stage, not a branch (not stage3.0.branch2.2, stage3, stage4.0.branch1, stage4.0.branch2.2, conv5)
         (torchvision.models.shufflenet_v2_x0_5, ["conv1", "stage2.0.branch2.2", "stage2", "stage3", "conv5"]),
         (torchvision.models.regnet_x_400mf, ["stem", *(f"trunk_output.block{i}" for i in (1, 2, 3)), "trunk_output"]),
     ],
