@@ -8,11 +8,20 @@ Times (median of repeats, after warm-up), for a 16-image probe batch and top_k =
   - captum's NeuronDeconvolution called once per unit on its image, the way captum is used for ZF figures.
 
     python benchmarks/deconvnet_cost.py          # needs the bench extra: pip install -e ".[bench]"
+
+Writes the tables to benchmarks/deconvnet_cost.md (--out) and prints them.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import shlex
+import sys
 import warnings
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
 
 import torch
 import torchvision
@@ -27,9 +36,12 @@ from lightning_viz.methods import isolated, project_units, resolve_layer, top_k_
 from lightning_viz.methods._hooks import forward_until
 
 TOP_K = 9
+OUT = Path(__file__).resolve().with_name("deconvnet_cost.md")
+REPEATS = 11
 
 
-def bench(name: str, model: nn.Module, layer: str, probe: ProbeBatch) -> None:
+def bench(name: str, model: nn.Module, layer: str, probe: ProbeBatch) -> str:
+    """The rows' median times for one model and layer, as a Markdown table."""
     images, labels = probe.images, probe.labels
     assert labels is not None
     module = resolve_layer(model, layer)[1]
@@ -57,44 +69,72 @@ def bench(name: str, model: nn.Module, layer: str, probe: ProbeBatch) -> None:
             captum.attribute(images[n : n + 1].clone().requires_grad_(True), neuron_selector=(c, y, x))
         model.train()
 
+    def timed(fn: Callable[[], object]) -> float:
+        return median_ms(fn, repeats=REPEATS, warmup=2)
+
+    bare = "bare forward + backward of the probe batch (the unit)"
+    ours_row = f"lightning_viz: all {TOP_K} units in one forward + backward (`project_units`)"
+    captum_row = "captum `NeuronDeconvolution`, once per unit"
     rows = {
-        "bare forward+backward, probe batch (16)": median_ms(bare_step(model, images, labels), repeats=11, warmup=2),
-        f"bare forward+backward, {TOP_K} images": median_ms(
-            bare_step(model, images[index[:, 0]], labels[index[:, 0]]), repeats=11, warmup=2
-        ),
-        "lightning_viz: ranking forward of the probe batch": median_ms(rank, repeats=11, warmup=2),
-        f"lightning_viz: {TOP_K} units in one forward+backward": median_ms(ours, repeats=11, warmup=2),
-        f"captum NeuronDeconvolution, {TOP_K} calls": median_ms(captum_per_unit, repeats=11, warmup=2),
+        bare: timed(bare_step(model, images, labels)),
+        f"bare forward + backward of {TOP_K} images": timed(bare_step(model, images[index[:, 0]], labels[index[:, 0]])),
+        "lightning_viz: ranking forward of the probe batch": timed(rank),
+        ours_row: timed(ours),
+        captum_row: timed(captum_per_unit),
     }
-    unit = rows["bare forward+backward, probe batch (16)"]
-    print(f"\n{name}, layer {layer!r}, probe {tuple(images.shape)}, top_k {TOP_K}, {torch.get_num_threads()} threads")
-    print(f"{'':50s} {'ms':>8s} {'x bare':>8s}")
-    for label, ms in rows.items():
-        print(f"{label:50s} {ms:8.1f} {ms / unit:8.2f}")
-    ratio = (
-        rows[f"captum NeuronDeconvolution, {TOP_K} calls"]
-        / rows[f"lightning_viz: {TOP_K} units in one forward+backward"]
-    )
-    print(f"captum per unit / lightning_viz batched: {ratio:.1f}x")
+    unit = rows[bare]
+    lines = [
+        f"## {name}, layer `{layer}`",
+        "",
+        f"{len(images)} probe images {tuple(images.shape[1:])}, top_k {TOP_K}",
+        "",
+        "| | ms | x bare |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {label} | {ms:.1f} | {ms / unit:.2f} |" for label, ms in rows.items()]
+    lines += ["", f"captum per unit / lightning_viz batched: {rows[captum_row] / rows[ours_row]:.1f}x"]
+    return "\n".join(lines)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=OUT, help="markdown report")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
     torch.manual_seed(0)
     probe = ProbeBatch.from_dataloader(torch.utils.data.DataLoader(Shapes(size=600, seed=1)), size=16)
-    bench("ShapesNet (lightning_viz.demos, 7x7 stride 2)", ShapesNet(), "relu3", probe)
-    bench(
-        "torchvision resnet18 (weights=None, 6 classes)",
-        torchvision.models.resnet18(weights=None, num_classes=6),
-        "layer3",
-        probe,
+    models = [
+        ("ShapesNet (lightning_viz.demos, 7x7 stride 2)", ShapesNet(), "relu3"),
+        ("torchvision resnet18 (weights=None, 6 classes)", torchvision.models.resnet18(weights=None, num_classes=6),
+         "layer3"),
+        ("torchvision vgg11 (weights=None, 6 classes)", torchvision.models.vgg11(weights=None, num_classes=6),
+         "features.14"),
+    ]  # fmt: skip
+    tables = []
+    for name, model, layer in models:
+        tables.append(bench(name, model, layer, probe))
+        print("\n" + tables[-1], flush=True)
+    text = "\n".join(
+        [
+            "# What the top-k deconvnet projections of one layer cost, side by side",
+            "",
+            f"Written by `{shlex.join(['python', *sys.argv])}` (what each row times: its docstring).",
+            "",
+            f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; torch {torch.__version__}, "
+            f"torchvision {torchvision.__version__}, captum {version('captum')}; "
+            f"CPU, {torch.get_num_threads()} threads",
+            f"- median of {REPEATS} calls after 2 untimed ones; x bare: the row's time over the bare forward + "
+            "backward of the probe batch in the same run; captum's ranking of the units is not counted",
+            "",
+            "\n\n".join(tables),
+            "",
+        ]
     )
-    bench(
-        "torchvision vgg11 (weights=None, 6 classes)",
-        torchvision.models.vgg11(weights=None, num_classes=6),
-        "features.14",
-        probe,
-    )
+    args.out.write_text(text)
+    print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":
