@@ -205,6 +205,22 @@ class ProbeMonitor:
         """Before every optimizer step: the learning rate of each parameter group that the update of the batch at
         ``step`` uses (:func:`~lightning_viz.callbacks._suite.optimizer_rates` names them)."""
 
+    def keep_batch(self, batch: Any) -> None:
+        """Every training batch, after its step (on rank zero): a monitor that experiments keeps what it needs."""
+
+    def experiment_ready(self, step_seconds: float, at_end: bool) -> tuple[float, bool] | None:
+        """The experiment this monitor has ready, as (its expected seconds, whether it is urgent: run at once
+        whatever the budget), or None; ``at_end``: the fit ends here, so one that could still run with less than it
+        wanted should say so."""
+        return None
+
+    def experiment(self, model: nn.Module, optimizers: Sequence[Any], step: int, over_budget: bool,
+                   at_end: bool) -> ProbeLogs:  # fmt: skip
+        """Run the ready experiment (off the probe steps: the model in training, the run's optimizers; it must leave
+        them as they were) and return what to log. ``over_budget``: it runs although the budget could not afford it
+        (it is urgent, or the fit ends)."""
+        return ProbeLogs()
+
     check_every_n_steps: int | None = None
     """The cadence of :meth:`check` in optimizer steps (None: no checks)."""
 
@@ -304,7 +320,7 @@ class ProbeMonitor:
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:  # fmt: skip
-        self.suite.batch_end(trainer, pl_module, outputs, batch_idx)
+        self.suite.batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.suite.epoch_end(trainer, pl_module)

@@ -507,8 +507,9 @@ class ProbeSuite:
         if self._once("batch_start", trainer, batch_idx):
             self._step_started = (trainer.global_step, time.perf_counter())
 
-    def batch_end(self, trainer: Any, pl_module: nn.Module, outputs: Any, batch_idx: int) -> None:
-        """Time the step, show the monitors its output, and run the probe step that falls on it."""
+    def batch_end(self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Time the step, show the monitors its output and batch, run the probe step that falls on it, and the
+        experiments the budget affords (at the fit's last step: before its final probe, which then shows them)."""
         if not self._once("batch_end", trainer, batch_idx):
             return
         if self._step_started is not None:
@@ -519,10 +520,16 @@ class ProbeSuite:
             if trainer.is_global_zero:
                 for monitor in self.monitors:
                     monitor.observe_batch(batch_step, outputs)
+                    monitor.keep_batch(batch)
         if probing(trainer):
             step = trainer.global_step
-            self.probe_step(pl_module, step, self.decide(step, final=self.is_last(step)))
+            final = self.is_last(step)
+            if final:
+                self.experiments(trainer, pl_module, step, at_end=True)
+            self.probe_step(pl_module, step, self.decide(step, final=final))
             self.check_step(step)
+            if not final:
+                self.experiments(trainer, pl_module, step)
 
     def check_step(self, step: int) -> None:
         """The monitors' cheap checks that fall on ``step`` (``check_every_n_steps``: no forward pass, no picture;
@@ -542,6 +549,47 @@ class ProbeSuite:
             if logs.scalars or logs.texts:
                 self._write(Due(monitor, regular=False), step, logs)
             self.spent += time.perf_counter() - start
+
+    def experiments(self, trainer: Any, pl_module: nn.Module, step: int, at_end: bool = False) -> None:
+        """The monitors' experiments that are ready (an advice check: :meth:`ProbeMonitor.experiment`), where the
+        budget affords them; urgent ones, and at the fit's end those still due, whatever the budget (and they say so).
+        Their time counts (the probes after them are spaced to repay it); a failure warns and training continues."""
+        step_seconds = self.step_seconds()
+        for monitor in self.monitors:
+            ready = monitor.experiment_ready(step_seconds or 0.0, at_end)
+            if ready is None:
+                continue
+            cost, urgent = ready
+            affords = self.affords(step, cost)
+            if not (affords or at_end or urgent):
+                continue
+            start = time.perf_counter()
+            try:
+                logs = monitor.experiment(pl_module, trainer.optimizers, step, over_budget=not affords, at_end=at_end)
+            except Exception as error:
+                self.failed(monitor, error, step, "advice check")
+                logs = ProbeLogs()
+            self.log_extra(monitor, step, logs, time.perf_counter() - start)
+
+    def affords(self, step: int, seconds: float) -> bool:
+        """Whether work off every cadence that costs ``seconds`` (an advice check) fits the budget at ``step``."""
+        if self.schedule is None:
+            return False
+        typical = self.times.typical() if step - self.schedule.first_step >= WARMUP_STEPS else None
+        return self.schedule.affords(step, seconds, self._costs_now(), self.spent_now(), typical)
+
+    def step_seconds(self) -> float | None:
+        """The typical training step's seconds, once known."""
+        return self.times.typical()
+
+    def log_extra(self, monitor: Any, step: int, logs: ProbeLogs, seconds: float) -> None:
+        """Logs of work a monitor ran off the probe steps (an advice check), under its tags; its ``seconds`` count
+        against the budget."""
+        self.spent += seconds
+        if logs.scalars or logs.texts:
+            self._write(Due(monitor, regular=False), step, logs)
+            if self.writer is not None:
+                self.writer.flush()
 
     def before_optimizer_step(self, trainer: Any, pl_module: nn.Module) -> None:
         if self._once("before_optimizer_step", trainer) and trainer.is_global_zero:
@@ -572,6 +620,7 @@ class ProbeSuite:
         """The final probe of every monitor (and the expensive parts the budget affords), unless it ran already."""
         if self._once("train_end", trainer) and probing(trainer) and trainer.global_step != self.final_step:
             step = trainer.global_step
+            self.experiments(trainer, pl_module, step, at_end=True)
             self.probe_step(pl_module, step, self.decide(step, final=True))
 
     def probe_now(self, monitor: Any, trainer: Any, pl_module: nn.Module, parts: bool = False) -> None:

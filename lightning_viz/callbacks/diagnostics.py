@@ -9,6 +9,9 @@ and the verdicts' rules and thresholds, chosen from the validation study, are in
 from __future__ import annotations
 
 import math
+import time
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,6 +20,8 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_viz._checks import check_int
+from lightning_viz.callbacks._advice import TEXT_TAG as ADVICE_TAG
+from lightning_viz.callbacks._advice import AdviceCheck, with_tried
 from lightning_viz.callbacks._base import LayerSpec, Needs, Part, ProbeLogs, ProbeMonitor
 from lightning_viz.callbacks._layout import CUSTOM_SCALARS_LAYOUT
 from lightning_viz.callbacks._suite import shown_names
@@ -44,6 +49,7 @@ from lightning_viz.diagnostics.verdicts import (
     LearningRateEvidence,
     StrideEvidence,
     Thresholds,
+    Verdict,
     kernel_size_verdict,
     learning_rate_verdict,
     stride_verdict,
@@ -137,9 +143,14 @@ class TrainingDiagnostics(ProbeMonitor):
         thresholds: Thresholds | None = None,
         shift_every_n_steps: int = 500,
         check_every_n_steps: int | None = 50,
+        confirm_advice: bool = True,
+        confirm_steps: int = 24,
         **kwargs: Any,
     ) -> None:
         super().__init__(layers=layers, **kwargs)
+        if not isinstance(confirm_advice, bool):
+            raise TypeError(f"confirm_advice must be True or False, got {confirm_advice!r}")
+        check_int("confirm_steps", confirm_steps)
         check_int("top_k", top_k)
         check_int("shift_every_n_steps", shift_every_n_steps)
         check_int("check_every_n_steps", check_every_n_steps, none=True)
@@ -161,6 +172,11 @@ class TrainingDiagnostics(ProbeMonitor):
         self._probe_numbers: dict[str, Any] = {}  # the latest probe's learning-rate evidence, for the checks
         self._judged: tuple[Any, Any] | None = None  # the latest probe's kernel and stride verdicts, for the checks
         self._said: int | None = None  # the learning-rate verdict's value in the latest text
+        self._retell = False  # an advice check found something: the next check writes the verdict text again
+        self._latest: tuple[int, list[Verdict]] | None = None  # the latest verdicts (for confirm_now)
+        self.confirm_steps = confirm_steps
+        self._advice = AdviceCheck(confirm_steps, output=self.output, network=self.network, seed=self.seed) \
+            if confirm_advice else None  # fmt: skip
 
     @override
     def options(self) -> dict[str, Any]:
@@ -219,12 +235,77 @@ class TrainingDiagnostics(ProbeMonitor):
             logs.scalars["verdict/learning_rate"] = float(verdict.value)
         if verdict.degree is not None:
             logs.scalars["degree/learning_rate"] = verdict.degree
-        if verdict.value != self._said and self._judged is not None:
+        if self._judged is not None:
             kernel, stride = self._judged
             verdicts = [unless_too_high(kernel, verdict), unless_too_high(stride, verdict), verdict]
-            logs.texts["diagnostics/verdicts"] = verdict_text(verdicts, step)
-            self._said = verdict.value
+            self._consider(verdicts, step)
+            if verdict.value != self._said or self._retell:
+                logs.texts["diagnostics/verdicts"] = self._text(verdicts, step)
+                self._said, self._retell = verdict.value, False
         return logs
+
+    def _consider(self, verdicts: list[Verdict], step: int, now: bool = False) -> None:
+        """The latest verdicts: the advice check learns which fail."""
+        self._latest = (step, verdicts)
+        if self._advice is not None and self._first is not None:
+            rate = next(iter(self._rates_now.values()), None)
+            self._advice.update(verdicts, step, self._first, rate, now)
+
+    def _text(self, verdicts: list[Verdict], step: int) -> str:
+        """The verdicts' text, with what an advice check found appended to the lines it tried."""
+        return verdict_text(verdicts if self._advice is None else with_tried(verdicts, self._advice.tried), step)
+
+    @override
+    def keep_batch(self, batch: Any) -> None:
+        if self._advice is not None:
+            self._advice.keep(batch)
+
+    @override
+    def experiment_ready(self, step_seconds: float, at_end: bool) -> tuple[float, bool] | None:
+        advice = self._advice
+        if advice is None or not (advice.ready or (at_end and advice.can_run())):
+            return None
+        return advice.estimate(step_seconds), advice.urgent
+
+    @override
+    def experiment(self, model: nn.Module, optimizers: Sequence[Any], step: int, over_budget: bool,
+                   at_end: bool) -> ProbeLogs:  # fmt: skip
+        """The advice check (``confirm_advice``): the failing verdicts' advice tried on copies of the model."""
+        advice = self._advice
+        assert advice is not None
+        why = None
+        if len(optimizers) != 1:
+            why = f"the advice check tries one optimizer's run, this fit has {len(optimizers)}"
+        elif any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
+            why = "the advice check cannot train copies of a model with SyncBatchNorm on one rank"
+        if why is not None:
+            advice.unavailable, advice.due = why, []
+            advice.buffer.clear()
+            return ProbeLogs(texts={ADVICE_TAG: f"Step {step}: {why}; no advice is tried in this fit."})
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            advice.due = []
+            advice.buffer.clear()
+            return ProbeLogs()  # diverged since the verdict failed: nothing to copy
+        logs = advice.run(model, optimizers[0], step, over_budget, at_end)
+        self._retell = True
+        return logs
+
+    def confirm_now(self, trainer: Any, pl_module: nn.Module) -> None:
+        """Try the advice of the verdicts failing now, on demand (outside the budget's spacing; its time counts),
+        with the batches kept since they began to fail (at least four are needed)."""
+        if self._advice is None:
+            raise RuntimeError("TrainingDiagnostics(confirm_advice=False) tries no advice")
+        if not trainer.is_global_zero or self._latest is None:
+            return
+        step, verdicts = self._latest
+        self._consider(verdicts, step, now=True)
+        if not self._advice.can_run():
+            warnings.warn("confirm_now: nothing to try (no verdict fails, or fewer than 4 training batches were kept "
+                          "since one began to fail)", stacklevel=2)  # fmt: skip
+            return
+        start = time.perf_counter()
+        logs = self.experiment(pl_module, trainer.optimizers, trainer.global_step, over_budget=False, at_end=False)
+        self.suite.log_extra(self, trainer.global_step, logs, time.perf_counter() - start)
 
     def _nonfinite_loss(self) -> str | None:
         """What the learning-rate verdict names when the training loss stopped being finite, or None."""
@@ -469,7 +550,8 @@ class TrainingDiagnostics(ProbeMonitor):
             if verdict.degree is not None:
                 logs.scalars[f"degree/{verdict.name}"] = verdict.degree
         logs.scalars.update(_chart_lines(self.thresholds))
-        logs.texts["diagnostics/verdicts"] = verdict_text(verdicts, step)
+        self._consider(verdicts, step)
+        logs.texts["diagnostics/verdicts"] = self._text(verdicts, step)
         return logs
 
     @override

@@ -128,6 +128,9 @@ class Verdict:
     structural: bool = False
     """True where the verdict follows from the layer's shape alone (stride 1; a kernel smaller than its stride; a
     3x3 kernel, which gets none)."""
+    suggestion: float | None = None
+    """The value the advice names, where it names one a check can try: the rate of "try 0.002", the size of "try
+    kernel 3"."""
 
 
 def _ratio(line: float, measured: float) -> float:
@@ -231,18 +234,20 @@ def learning_rate_verdict(evidence: LearningRateEvidence, thresholds: Thresholds
         return Verdict("learning_rate", None, f"… {NOT_YET}: the training loss has not been seen for long enough")
     numbers = _numbers(e)
     smaller = "try a rate ten times smaller" if e.rate is None else f"try {_rate(e.rate / 10)}"
+    lower = None if e.rate is None else float(_rate(e.rate / 10))
     if p < t.progress_ok:
         if e.dead_channels is not None and e.dead_channels > t.dead_channels:
             return Verdict("learning_rate", 1, f"✗ too high: most units died and the loss is not falling "
                            f"({numbers}; dead limit {t.dead_channels:.0%}); {smaller}",
-                           e.dead_channels / t.dead_channels)  # fmt: skip
+                           e.dead_channels / t.dead_channels, suggestion=lower)  # fmt: skip
         if p < -t.loss_rise:
             return Verdict("learning_rate", 1, f"✗ too high: the training loss rose above its start ({numbers}; "
-                           f"limit +{t.loss_rise:.0%}); {smaller}", -p / t.loss_rise)  # fmt: skip
+                           f"limit +{t.loss_rise:.0%}); {smaller}", -p / t.loss_rise, suggestion=lower)  # fmt: skip
         if e.spike is not None and e.spike > t.spike:
             return Verdict("learning_rate", 1, f"✗ too high: the loss jumped to {e.spike:.1f} times its start and "
                            f"has not come down since ({numbers}; jump limit {t.spike:.1f}x, falling from "
-                           f"-{t.progress_ok:.0%}); {smaller}, or a warm-up", e.spike / t.spike)  # fmt: skip
+                           f"-{t.progress_ok:.0%}); {smaller}, or a warm-up", e.spike / t.spike,
+                           suggestion=lower)  # fmt: skip
     risen = _risen(e, t, numbers)
     if risen is not None:
         return risen
@@ -268,9 +273,14 @@ def learning_rate_verdict(evidence: LearningRateEvidence, thresholds: Thresholds
     if e.change is not None and p < t.stalled_progress and e.step >= t.low_after:
         return Verdict("learning_rate", -1, f"✗ too low: the loss stalled and the network barely changed in "
                        f"{e.step} steps ({numbers}; change limit {t.change_low:.2f}); {larger}",
-                       _ratio(t.change_low, e.change))  # fmt: skip
+                       _ratio(t.change_low, e.change), suggestion=_higher(e))  # fmt: skip
     return Verdict("learning_rate", None, f"… {NOT_YET}: the loss is not falling and the network is barely moving; "
                    f"too low if it stays so until step {t.low_after} ({numbers})")  # fmt: skip
+
+
+def _higher(e: LearningRateEvidence) -> float | None:
+    """The rate "ten times larger" names, as its text shows it (None where the rate is unknown)."""
+    return None if e.rate is None else float(_rate(e.rate * 10))
 
 
 def _numbers(e: LearningRateEvidence) -> str:
@@ -308,13 +318,16 @@ def _risen(e: LearningRateEvidence, t: Thresholds, numbers: str) -> Verdict | No
                        f"the run learned at before (up to {_rate(e.rate_at_best)}): a warm restart, the loss is "
                        f"expected to fall again ({numbers})")  # fmt: skip
     before = e.rate_before_rise
+    suggestion: float | None
     if e.rate is not None and before is not None and e.rate > 1.5 * before:
         advice = f"the rate went from {_rate(before)} to {_rate(e.rate)}: try {_rate(before)}, the rate it learned at"
+        suggestion = float(_rate(before))
     else:
         advice = "try a rate ten times smaller" if e.rate is None else f"try {_rate(e.rate / 10)}"
+        suggestion = None if e.rate is None else float(_rate(e.rate / 10))
     degree = min(rise / t.rise_now, share / t.rise_floor)
     return Verdict("learning_rate", 1, f"✗ too high now: {where} ({numbers}; limits: +{t.rise_now:.0%} of its best "
-                   f"and +{t.rise_floor:.0%} of its start); {advice}", degree)  # fmt: skip
+                   f"and +{t.rise_floor:.0%} of its start); {advice}", degree, suggestion=suggestion)  # fmt: skip
 
 
 def _stuck(e: LearningRateEvidence, t: Thresholds, numbers: str) -> Verdict | None:
@@ -328,19 +341,20 @@ def _stuck(e: LearningRateEvidence, t: Thresholds, numbers: str) -> Verdict | No
     window = f"over the last {e.recent_steps} steps" if e.recent_steps else "recently"
     if e.loss_progress < t.progress_ok:
         larger = "try a rate ten times larger" if e.rate is None else f"try {_rate(e.rate * 10)}"
-        decayed = ""
+        decayed, suggestion = "", _higher(e)
         if e.low_since is not None and e.peak_rate is not None:
             decayed = f" (the schedule brought it down from {_rate(e.peak_rate)} by step {e.low_since})"
             larger = f"keep {_rate(e.peak_rate)} for longer: decay once the loss flattens"
+            suggestion = float(_rate(e.peak_rate))
         return Verdict("learning_rate", -1, f"✗ too low: the loss is stuck near its start and the network barely "
                        f"changes {window}{decayed} ({numbers}; limits: loss falling {t.stalled_now:.0%}, change "
-                       f"{t.change_low:.2f}); {larger}", degree)  # fmt: skip
+                       f"{t.change_low:.2f}); {larger}", degree, suggestion=suggestion)  # fmt: skip
     if e.low_since is not None and e.peak_rate is not None and e.step - e.low_since > max(e.low_since, 200):
         return Verdict("learning_rate", -1, f"✗ too low: decayed too early: the schedule brought the rate below 1/"
                        f"{DECAYED} of its peak {_rate(e.peak_rate)} at step {e.low_since} and the run has barely "
                        f"moved since, for longer than it trained before ({numbers}); keep {_rate(e.peak_rate)} for "
                        f"longer: decay once the loss flattens (ReduceLROnPlateau), or raise it to "
-                       f"{_rate(e.peak_rate / 10)} now", degree)  # fmt: skip
+                       f"{_rate(e.peak_rate / 10)} now", degree, suggestion=float(_rate(e.peak_rate / 10)))  # fmt: skip
     return None
 
 
@@ -409,7 +423,8 @@ def kernel_size_verdict(evidence: KernelEvidence, thresholds: Thresholds) -> Ver
         unseen = 1 - (e.kernel / e.stride) ** 2
         return Verdict("kernel_size", -1, f"✗ too small: {where} never sees {unseen:.0%} of the pixels (a kernel "
                        f"smaller than its stride); try kernel {e.stride + 1 if e.stride % 2 == 0 else e.stride} or "
-                       f"more, or stride {e.kernel}", structural=True)  # fmt: skip
+                       f"more, or stride {e.kernel}", structural=True,
+                       suggestion=e.stride + 1 if e.stride % 2 == 0 else e.stride)  # fmt: skip
     if e.kernel <= 3:
         return Verdict("kernel_size", None, f"– no verdict: {where} covers every pixel and has no rim to judge its "
                        "size by", structural=True)  # fmt: skip

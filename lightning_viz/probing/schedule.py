@@ -206,6 +206,21 @@ class Schedule:
             self.skipped[key] = self.skipped.get(key, 0) + 1
         return decision
 
+    def affords(self, step: int, cost: float, costs: Mapping[str, float | None], spent: float,
+                step_seconds: float | None) -> bool:  # fmt: skip
+        """Whether a piece of work off every cadence (an advice check) that costs ``cost`` seconds fits the budget at
+        ``step``: with what the regular probes will still spend at their present spacing and the final probe's
+        reserve. Never during the warm-up, when no step time is known; always without a budget."""
+        if self.budget is None:
+            return True
+        if step_seconds is None:
+            return False
+        regular = [j for j in self.jobs if not j.expensive]
+        reserve = sum(costs.get(j.key) or 0.0 for j in regular)
+        fit = self.allowance(step, step_seconds)
+        factor = self._regular_stretch(step, costs, spent + cost, reserve, fit)
+        return factor is not None and spent + cost + reserve + self._future_regular(step, costs, factor) <= fit
+
     @staticmethod
     def _space_regular(step: int, regular: Sequence[Job], decision: Decision) -> None:
         """The regular jobs at ``step``: early steps always (the learning-rate verdict's evidence, like step 0), the
