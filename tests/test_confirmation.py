@@ -15,6 +15,7 @@ from pytorch_lightning import seed_everything
 from torch import nn
 
 from lightning_viz import TrainingDiagnostics
+from lightning_viz.callbacks import _advice
 from lightning_viz.callbacks._advice import AdviceCheck, judge_trial, trials_for, with_tried
 from lightning_viz.diagnostics.counterfactual import Judgement, Result, Scores
 from lightning_viz.diagnostics.verdicts import (
@@ -51,12 +52,14 @@ def test_ok_abstaining_and_untestable_verdicts_get_none() -> None:
         Verdict("learning_rate", None, "… not enough evidence yet"),
     ]
     assert trials_for(verdicts, "conv1", rate=0.02) == []
-    diverged = learning_rate_verdict(LearningRateEvidence(step=40, nonfinite="the training loss"), Thresholds())
-    assert diverged.value == 1 and trials_for([diverged], "conv1", rate=0.02) == []  # NaN weights: nothing to copy
+    unknown = learning_rate_verdict(LearningRateEvidence(step=40, nonfinite="the training loss"), Thresholds())
+    assert unknown.value == 1 and trials_for([unknown], "conv1", rate=0.02) == []  # no rate seen: none to name
     assert trials_for([Verdict("learning_rate", 1, "✗ too high", suggestion=0.002)], "conv1", rate=None) == []
 
 
 def test_the_verdicts_name_what_they_suggest() -> None:
+    diverged = learning_rate_verdict(LearningRateEvidence(step=40, nonfinite="the loss", rate=0.2), Thresholds())
+    assert diverged.suggestion == pytest.approx(0.02) and "try 0.02 (it was 0.2)" in diverged.text
     small = kernel_size_verdict(KernelEvidence("conv1", 1, 2), Thresholds())
     assert small.value == -1 and small.suggestion == 3 and "try kernel 3" in small.text
     odd = kernel_size_verdict(KernelEvidence("conv1", 2, 3), Thresholds())
@@ -129,11 +132,19 @@ def _batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, 3, 8, 8), torch.arange(n) % 2
 
 
-def test_batches_are_kept_only_while_a_trial_is_due() -> None:
+def test_small_batches_are_always_kept_and_large_ones_only_while_a_trial_is_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     check = AdviceCheck(steps=4, batches=2, held_out=2)
     check.update([Verdict("stride", 0, "✓ ok")], 10, "conv1", 0.1)
     check.keep(_batch())
-    assert not check.buffer and not check.ready
+    check.keep({"image": torch.randn(4, 3, 8, 8)})  # another form: not kept, and no trial is due to need it
+    assert len(check.buffer) == 1 and not check.ready and check.unavailable is None
+    monkeypatch.setattr(_advice, "KEEP_ALWAYS_BYTES", 1000)  # 4 batches of 3 KB: too many to keep always
+    check.update([Verdict("stride", 0, "✓ ok")], 10, "conv1", 0.1)
+    assert not check.buffer
+    check.keep(_batch())
+    assert not check.buffer
     check.update([Verdict("stride", 1, "✗ aliasing")], 20, "conv1", 0.1)
     for _ in range(5):
         check.keep(_batch())
@@ -198,9 +209,10 @@ def test_the_check_runs_is_logged_and_leaves_training_unchanged(tmp_path: Path) 
     run = _fit(tmp_path / "with", [monitor])
     assert_same_training(run, baseline)  # weights, BatchNorm statistics, gradients, momentum, losses
     events = read_events(run[1].logger.log_dir)
-    # failing at step 0; 12 batches kept from step 1: the check runs at step 12 (no budget to wait for)
-    (outcome,) = events.Scalars("confirmation/kernel_size")
-    assert outcome.step == 12 and outcome.value in (-1.0, 0.0, 1.0)
+    # failing at step 0; 12 batches kept from step 1: the check runs at step 12 (no budget to wait for), and again
+    # once the run is twice as long: after the final probe at 30
+    outcomes = events.Scalars("confirmation/kernel_size")
+    assert [e.step for e in outcomes] == [12, 30] and {e.value for e in outcomes} <= {-1.0, 0.0, 1.0}
     found = _texts(events, "diagnostics/confirmation")[12]
     assert "6 steps on 8 recent training batches, scored on the 4 latest" in found and "kernel 3" in found
     assert "at the fit's end" not in found
@@ -222,6 +234,22 @@ def test_a_fit_too_short_for_the_budget_tries_the_advice_at_its_end(tmp_path: Pa
         in _texts(events, "diagnostics/confirmation")[30]
     )
     assert "— tried:" in verdict_lines(_texts(events, "diagnostics/verdicts")[30])["kernel_size"]
+
+
+def test_a_diverged_run_is_tried_from_the_latest_finite_probe(tmp_path: Path) -> None:
+    seed_everything(0)
+    model = Classifier(SparseNet(), lr=1e6)  # NaN within a few steps
+    monitor = TrainingDiagnostics(every_n_steps=20, early_steps=(2, 4, 6, 8), budget=None, confirm_steps=4)
+    trainer = make_trainer(tmp_path, [monitor], max_steps=30)
+    trainer.fit(model, random_loader(n=96), random_loader(n=32, seed=1, shuffle=False))
+    assert not all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    events = read_events(trainer.logger.log_dir)
+    (outcome,) = events.Scalars("confirmation/learning_rate")
+    found = _texts(events, "diagnostics/confirmation")[outcome.step]
+    start = int(found.split("from the weights of step ")[1].split(",")[0])
+    assert start < outcome.step and "rate 100000" in found
+    line = verdict_lines(_texts(events, "diagnostics/verdicts")[30])["learning_rate"]
+    assert line.startswith("✗ diverged") and f"— tried: (from step {start}'s weights)" in line
 
 
 def test_without_confirm_advice_nothing_is_tried(tmp_path: Path) -> None:

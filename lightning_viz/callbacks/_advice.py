@@ -17,6 +17,7 @@ The kernel "larger than it uses" is not tried: its advice saves compute, which a
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -33,7 +34,7 @@ from lightning_viz.diagnostics.counterfactual import Judgement, Result, counterf
 from lightning_viz.diagnostics.stride import shift_consistency
 from lightning_viz.diagnostics.verdicts import Verdict
 from lightning_viz.methods import OutputSpec, as_classifier
-from lightning_viz.methods.surgery import Variant, try_blur, try_kernel, try_rate
+from lightning_viz.methods.surgery import Variant, optimizer_for, try_blur, try_kernel, try_rate
 
 __all__ = ["OUTCOMES", "TEXT_TAG", "AdviceCheck", "Trial", "trials_for", "with_tried"]
 
@@ -44,6 +45,14 @@ TEXT_TAG = "diagnostics/confirmation"
 
 SHIFT_IMAGES = 16
 """Images of each held-out batch whose shift consistency is measured (12 shifted copies each)."""
+
+KEEP_ALWAYS_BYTES = 64 * 2**20
+"""The latest batches are kept at all times where they take at most this many bytes together (so that a verdict
+that first fails at the fit's final probe can still be tried); larger ones only while a trial is due."""
+
+SETTLE = 8
+"""Steps every copy takes at the lower rate after a learning-rate trial's steps (see ``counterfactual``'s
+``settle``)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class Trial:
         variant: the advice applied to a copy.
         on_shifts: judged on shift consistency at a loss no worse, rather than on the loss.
         cost: the copy's training step in units of the run's (the blurred layer runs at stride 1).
+        rate: the rate a learning-rate trial tries.
     """
 
     verdict: str
@@ -65,6 +75,7 @@ class Trial:
     variant: Variant
     on_shifts: bool = False
     cost: float = 1.0
+    rate: float | None = None
 
 
 def trials_for(verdicts: Sequence[Verdict], first_layer: str, rate: float | None) -> list[Trial]:
@@ -77,7 +88,7 @@ def trials_for(verdicts: Sequence[Verdict], first_layer: str, rate: float | None
             continue
         if verdict.name == "learning_rate" and suggestion is not None and rate:
             name = f"rate {suggestion:g}"
-            trials.append(Trial(verdict.name, value, name, try_rate(suggestion / rate)))
+            trials.append(Trial(verdict.name, value, name, try_rate(suggestion / rate), rate=suggestion))
         elif verdict.name == "stride" and value == 1:
             trials.append(Trial(verdict.name, value, f"a blurred {first_layer}", try_blur(first_layer), True, 3.0))
         elif verdict.name == "kernel_size" and value == -1 and suggestion is not None:
@@ -153,6 +164,9 @@ class AdviceCheck:
         self.checked: dict[str, tuple[int, int]] = {}  # verdict -> (the value tried, the step of its last check)
         self.unavailable: str | None = None  # why the check cannot run in this fit (said once)
         self._copy_seconds: float | None = None  # one copy's measured seconds, per unit of cost
+        self._rate: float | None = None  # the first group's rate at the latest verdicts
+        self.snapshot: tuple[int, dict[str, Any], dict[str, Any]] | None = None  # the latest finite state, on the CPU
+        self.tried_from: dict[str, int] = {}  # verdict -> the kept state's step a diverged run was tried from
 
     def update(self, verdicts: Sequence[Verdict], step: int, first_layer: str, rate: float | None,
                now: bool = False) -> None:  # fmt: skip
@@ -160,19 +174,28 @@ class AdviceCheck:
         once the run is twice as long as at its last check (``now``: every failing verdict's). The buffer is
         emptied when nothing is due."""
         due = []
+        self._rate = rate
         for trial in trials_for(verdicts, first_layer, rate):
             last = self.checked.get(trial.verdict)
             if now or last is None or last[0] != trial.value or step >= 2 * max(last[1], 1):
                 due.append(trial)
         self.due = due if self.unavailable is None else []
-        if not self.due:
+        if not self.due and not (self.buffer and self._small(self.buffer[-1])):
             self.buffer.clear()
 
+    def _small(self, batch: tuple[Tensor, Tensor]) -> bool:
+        """Whether a full buffer of batches like ``batch`` would take at most :data:`KEEP_ALWAYS_BYTES`."""
+        each = sum(t.numel() * t.element_size() for t in batch)
+        return each * (self.buffer.maxlen or 1) <= KEEP_ALWAYS_BYTES
+
     def keep(self, batch: Any) -> None:
-        """Buffer a training batch while a trial is due (a reference, no copy)."""
-        if not self.due or self.unavailable is not None:
+        """Buffer a training batch (a reference, no copy): while a trial is due, and at all times while the batches
+        are small."""
+        if self.unavailable is not None:
             return
         split = _split(batch)
+        if not self.due and (split is None or not self._small(split)):
+            return
         if split is None:
             self.unavailable = (f"the advice check needs training batches (images, labels, ...), got "
                                 f"{type(batch).__name__}")  # fmt: skip
@@ -191,7 +214,8 @@ class AdviceCheck:
     def estimate(self, step_seconds: float) -> float:
         """The expected seconds of the due check: the copies' training steps, their scoring and the copying."""
         units = 2.0 + sum(trial.cost for trial in self.due)
-        per_copy = self._copy_seconds if self._copy_seconds is not None else 1.3 * self.steps * step_seconds
+        steps = self.steps + (SETTLE if any(trial.rate is not None for trial in self.due) else 0)
+        per_copy = self._copy_seconds if self._copy_seconds is not None else 1.3 * steps * step_seconds
         return units * per_copy
 
     @property
@@ -200,22 +224,45 @@ class AdviceCheck:
         high may diverge the run before the budget affords a check; the first layer's advice keeps)."""
         return any(trial.verdict == "learning_rate" and trial.verdict not in self.checked for trial in self.due)
 
+    def keep_state(self, model: nn.Module, optimizer: Optimizer, step: int) -> None:
+        """Keep the model's and the optimizer's state (a copy on the CPU): a run that diverges later is tried from
+        it."""
+        self.snapshot = (step, _to_cpu(model.state_dict()), _to_cpu(optimizer.state_dict()))
+
+    def restored(self, model: nn.Module, optimizer: Optimizer) -> tuple[nn.Module, Optimizer]:
+        """A copy of ``model`` and of its optimizer in the kept state."""
+        assert self.snapshot is not None
+        twin = copy.deepcopy(model)
+        twin.load_state_dict(self.snapshot[1])
+        twin_optimizer = optimizer_for(optimizer, model, twin)
+        twin_optimizer.load_state_dict(copy.deepcopy(self.snapshot[2]))
+        return twin, twin_optimizer
+
     def run(self, model: nn.Module, optimizer: Optimizer, step: int, over_budget: bool = False,
-            at_end: bool = False) -> ProbeLogs:  # fmt: skip
-        """Try the due trials' advice on copies of ``model`` (see the module docstring) and say what was found."""
+            at_end: bool = False, start: int | None = None) -> ProbeLogs:  # fmt: skip
+        """Try the due trials' advice on copies of ``model`` (see the module docstring) and say what was found;
+        ``start``: the step whose state ``model`` holds, where it is not ``step`` (a diverged run's kept state)."""
         trials, batches = self.due, list(self.buffer)
         cut = len(batches) - max(2, min(self.held_out, len(batches) // 3))  # a partial buffer at the fit's end
         train, held_out = batches[:cut], batches[cut:]
-        start = time.perf_counter()
+        began = time.perf_counter()
         metric = _shift_metric(self._classifier) if any(trial.on_shifts for trial in trials) else None
+        rates = [trial.rate for trial in trials if trial.rate is not None]
+        settle_rate = min([*rates, self._rate]) if rates and self._rate else None
+        settle = SETTLE if settle_rate is not None else 0
         result = counterfactual(model, optimizer, train, held_out, self._loss, {t.name: t.variant for t in trials},
-                                self.steps, metric=metric, seed=self.seed)  # fmt: skip
-        seconds = time.perf_counter() - start
+                                self.steps, metric=metric, seed=self.seed, settle=settle,
+                                settle_rate=settle_rate)  # fmt: skip
+        seconds = time.perf_counter() - began
         self._copy_seconds = seconds / (2.0 + sum(trial.cost for trial in trials))
         logs = ProbeLogs()
         lines = []
+        source = "" if start is None else f" from the weights of step {start}, the latest probe before it diverged"
         for trial in trials:
             judgement = judge_trial(result, trial)
+            if start is not None:
+                self.tried_from[trial.verdict] = start
+                judgement = replace(judgement, text=f"(from step {start}'s weights) {judgement.text}")
             self.tried[trial.verdict] = (trial.value, judgement)
             self.checked[trial.verdict] = (trial.value, step)
             logs.scalars[f"confirmation/{trial.verdict}"] = OUTCOMES[judgement.outcome]
@@ -227,9 +274,10 @@ class AdviceCheck:
         if over_budget:
             when = (" at the fit's end (the budget could not afford it during the fit)" if at_end else
                     " at once, over the budget (a learning rate's first check does not wait for it)")  # fmt: skip
-        head = (f"Step {step}: the failing verdicts' advice tried on copies of the model{when}: {self.steps} steps "
-                f"on {len(train)} recent training batches, scored on the {len(held_out)} latest, in {seconds:.1f} "
-                "s.")  # fmt: skip
+        settled = "" if not settle else f" (then {settle} more at {settle_rate:g} for every copy)"
+        head = (f"Step {step}: the failing verdicts' advice tried on copies of the model{source}{when}: {self.steps} "
+                f"steps{settled} on {len(train)} recent training batches, scored on the {len(held_out)} latest, in "
+                f"{seconds:.1f} s.")  # fmt: skip
         logs.texts[TEXT_TAG] = "\n\n".join([head, *lines])
         self.due = []
         self.buffer.clear()
@@ -246,6 +294,17 @@ class AdviceCheck:
         if logits.shape[-1] == 1:  # one logit per image: a binary classifier
             return F.binary_cross_entropy_with_logits(logits.reshape(-1).float(), labels.float())
         return F.cross_entropy(logits.float(), labels)
+
+
+def _to_cpu(value: Any) -> Any:
+    """``value`` (a state dict) with every tensor copied to the CPU."""
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _to_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(item) for item in value)
+    return copy.deepcopy(value)
 
 
 def _shift_metric(classifier: Callable[[nn.Module], Any]) -> Callable[[nn.Module, tuple[Tensor, Tensor]], float]:

@@ -208,6 +208,10 @@ class ProbeMonitor:
     def keep_batch(self, batch: Any) -> None:
         """Every training batch, after its step (on rank zero): a monitor that experiments keeps what it needs."""
 
+    def after_probe(self, model: nn.Module, optimizers: Sequence[Any], step: int) -> None:
+        """After this monitor's probe at ``step`` during training (rank zero), with the model in training and the run's
+        optimizers: a monitor that experiments keeps the state it would start from."""
+
     def experiment_ready(self, step_seconds: float, at_end: bool) -> tuple[float, bool] | None:
         """The experiment this monitor has ready, as (its expected seconds, whether it is urgent: run at once
         whatever the budget), or None; ``at_end``: the fit ends here, so one that could still run with less than it

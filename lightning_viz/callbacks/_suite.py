@@ -502,6 +502,7 @@ class ProbeSuite:
             self.start(trainer, pl_module)
             if trainer.global_step == 0 and probing(trainer):
                 self.probe_step(pl_module, 0, self.decide(0))
+                self.after_probes(trainer, pl_module, 0)
 
     def batch_start(self, trainer: Any, batch_idx: int) -> None:
         if self._once("batch_start", trainer, batch_idx):
@@ -527,9 +528,9 @@ class ProbeSuite:
             if final:
                 self.experiments(trainer, pl_module, step, at_end=True)
             self.probe_step(pl_module, step, self.decide(step, final=final))
+            self.after_probes(trainer, pl_module, step)
             self.check_step(step)
-            if not final:
-                self.experiments(trainer, pl_module, step)
+            self.experiments(trainer, pl_module, step, at_end=final)  # at the end: what the final probe found
 
     def check_step(self, step: int) -> None:
         """The monitors' cheap checks that fall on ``step`` (``check_every_n_steps``: no forward pass, no picture;
@@ -570,6 +571,17 @@ class ProbeSuite:
                 self.failed(monitor, error, step, "advice check")
                 logs = ProbeLogs()
             self.log_extra(monitor, step, logs, time.perf_counter() - start)
+
+    def after_probes(self, trainer: Any, pl_module: nn.Module, step: int) -> None:
+        """:meth:`ProbeMonitor.after_probe` of each monitor that probed at ``step``; its time counts."""
+        start = time.perf_counter()
+        for monitor in self.monitors:
+            if monitor.last_step == step:
+                try:
+                    monitor.after_probe(pl_module, trainer.optimizers, step)
+                except Exception as error:
+                    self.failed(monitor, error, step, "after its probe")
+        self.spent += time.perf_counter() - start
 
     def affords(self, step: int, seconds: float) -> bool:
         """Whether work off every cadence that costs ``seconds`` (an advice check) fits the budget at ``step``."""

@@ -172,6 +172,7 @@ class TrainingDiagnostics(ProbeMonitor):
         self._probe_numbers: dict[str, Any] = {}  # the latest probe's learning-rate evidence, for the checks
         self._judged: tuple[Any, Any] | None = None  # the latest probe's kernel and stride verdicts, for the checks
         self._said: int | None = None  # the learning-rate verdict's value in the latest text
+        self._probe_finite = True  # the latest probe's outputs were finite
         self._retell = False  # an advice check found something: the next check writes the verdict text again
         self._latest: tuple[int, list[Verdict]] | None = None  # the latest verdicts (for confirm_now)
         self.confirm_steps = confirm_steps
@@ -282,13 +283,30 @@ class TrainingDiagnostics(ProbeMonitor):
             advice.unavailable, advice.due = why, []
             advice.buffer.clear()
             return ProbeLogs(texts={ADVICE_TAG: f"Step {step}: {why}; no advice is tried in this fit."})
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            advice.due = []
-            advice.buffer.clear()
-            return ProbeLogs()  # diverged since the verdict failed: nothing to copy
-        logs = advice.run(model, optimizers[0], step, over_budget, at_end)
+        optimizer, start = optimizers[0], None
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # diverged: the rate, from before
+            kept = advice.snapshot
+            if kept is None:
+                advice.due = []
+                return ProbeLogs()
+            start = kept[0]
+            advice.due = [t for t in advice.due if t.rate is not None and advice.tried_from.get(t.verdict) != start]
+            if not advice.due:  # tried from that state already
+                return ProbeLogs()
+            model, optimizer = advice.restored(model, optimizer)
+        logs = advice.run(model, optimizer, step, over_budget, at_end, start)
         self._retell = True
+        if at_end and step == self.last_step and self._latest is not None:  # after the final probe: its verdicts
+            logs.texts["diagnostics/verdicts"] = self._text(self._latest[1], step)
         return logs
+
+    @override
+    def after_probe(self, model: nn.Module, optimizers: Sequence[Any], step: int) -> None:
+        """Keep the state of a probe where everything is finite (a run that diverges later is tried from it)."""
+        finite = self._probe_finite and self._losses.first_nonfinite_step is None
+        finite = finite and all(bool(torch.isfinite(p).all()) for p in model.parameters())
+        if self._advice is not None and len(optimizers) == 1 and finite:
+            self._advice.keep_state(model, optimizers[0], step)
 
     def confirm_now(self, trainer: Any, pl_module: nn.Module) -> None:
         """Try the advice of the verdicts failing now, on demand (outside the budget's spacing; its time counts),
@@ -375,7 +393,8 @@ class TrainingDiagnostics(ProbeMonitor):
         logs = ProbeLogs()
         learned = self._kernel_numbers(first, logs.scalars)
         logits = context.logits
-        if not bool(torch.isfinite(logits).all()):
+        self._probe_finite = bool(torch.isfinite(logits).all())
+        if not self._probe_finite:
             lr = self._losses.evidence(step, f"the probe's outputs at step {step}")
             return self._verdicts(
                 logs, step, lr, KernelEvidence(tag, kernel, stride), StrideEvidence(tag, kernel, stride)

@@ -90,8 +90,9 @@ class Result:
 
     def judge(self, name: str, on: Literal["loss", "metric"] = "loss", what: str | None = None) -> Judgement:
         """:func:`judge` variant ``name`` against the controls on the held-out loss or the metric (lower is
-        better), with divergence decided first: a variant that diverged is not confirmed; one that ran where the
-        control diverged is confirmed; a diverged second control leaves the noise unmeasured (inconclusive).
+        better), with divergence decided first: a variant that diverged is not confirmed (inconclusive where the
+        control diverged too); one that ran where the control diverged is confirmed; a diverged second control
+        leaves the noise unmeasured (inconclusive).
 
         Raises:
             ValueError: for an unknown variant, or ``on="metric"`` when the check had no metric.
@@ -101,6 +102,9 @@ class Result:
         what = what or ("held-out loss" if on == "loss" else "held-out metric")
         after = f"after {self.steps} steps"
         variant, control, second = self.variants[name], self.control, self.second_control
+        if variant.diverged is not None and control.diverged is not None:
+            text = f"inconclusive: every copy diverged ({name}: {variant.diverged}; the control: {control.diverged})"
+            return Judgement("inconclusive", math.nan, math.nan, text)
         if variant.diverged is not None:
             return Judgement(
                 "not confirmed", math.inf, math.nan, f"not confirmed: {name} diverged ({variant.diverged})"
@@ -156,8 +160,11 @@ def _run(
     metric: Callable[[nn.Module, Batch], float] | None,
     seed: int,
     name: str,
+    settle: Sequence[Batch] = (),
+    settle_rate: float | None = None,
 ) -> Scores:
-    """Train one copy on ``schedule`` and score it on ``held_out``; the copy is gone when this returns."""
+    """Train one copy on ``schedule`` (then on ``settle`` at ``settle_rate``) and score it on ``held_out``; the copy
+    is gone when this returns."""
     twin = copy.deepcopy(model)
     for p in twin.parameters():
         p.grad = None
@@ -171,7 +178,11 @@ def _run(
             raise ValueError(f"variant {name!r} returned an optimizer over parameters that are not its model's")
     torch.manual_seed(seed)  # after the variant, so that its Dropout masks are the control's
     train_loss: list[float] = []
-    for step, batch in enumerate(schedule, start=1):
+    for step, batch in enumerate([*schedule, *settle], start=1):
+        if step == len(schedule) + 1 and settle_rate is not None:  # every group's rate scaled alike
+            factor = settle_rate / twin_optimizer.param_groups[0]["lr"]
+            for group in twin_optimizer.param_groups:
+                group["lr"] *= factor
         train_loss.append(_train_step(twin, twin_optimizer, batch, loss_fn))
         if not math.isfinite(train_loss[-1]):
             return Scores((), None, tuple(train_loss), f"training loss {train_loss[-1]} at step {step}")
@@ -180,7 +191,7 @@ def _run(
     with torch.no_grad():
         losses = tuple(float(loss_fn(twin, batch)) for batch in held_out)
     if not all(map(math.isfinite, losses)):
-        return Scores(losses, None, tuple(train_loss), f"held-out loss not finite after {len(schedule)} steps")
+        return Scores(losses, None, tuple(train_loss), f"held-out loss not finite after {step} steps")
     values = None if metric is None else tuple(float(metric(twin, batch)) for batch in held_out)
     return Scores(losses, values, tuple(train_loss))
 
@@ -196,6 +207,8 @@ def counterfactual(
     *,
     metric: Callable[[nn.Module, Batch], float] | None = None,
     seed: int = 0,
+    settle: int = 0,
+    settle_rate: float | None = None,
 ) -> Result:
     """Train copies of ``model`` for ``steps`` steps with the advice in ``variants`` applied and without, and score
     them on held-out batches (see the module docstring for what this can tell).
@@ -224,6 +237,12 @@ def counterfactual(
         metric: ``(model, batch) -> float`` measured on each held-out batch in eval mode, lower is better (for
             the stride advice, ``lambda m, b: shift_consistency(m, b[0])``).
         seed: seeds the copies' random generators (Dropout) and the second control's order.
+        settle: more steps every copy trains after ``steps`` (on the next batches of its order), with its first
+            group's rate set to ``settle_rate`` (the others scaled alike): where the advice is a rate, the lower of
+            the two, so that a lower rate is not credited with the noise it removes at once (a lower rate lowers the
+            loss within a few steps whether or not it learns better: short-horizon bias), and a higher rate is not
+            charged with it.
+        settle_rate: the rate of the settling steps (required with ``settle``).
 
     Returns:
         The scores; :meth:`Result.judge` turns them into a judgement per variant.
@@ -249,15 +268,23 @@ def counterfactual(
         raise ValueError(f"need at least two batches and two held-out batches, got {len(batches)} and {len(held_out)}")
     if not variants:
         raise ValueError("variants is empty: give at least one name -> advice")
-    plain = [batches[i % len(batches)] for i in range(steps)]
-    shuffled = [batches[i] for i in _other_order(len(batches), steps, seed)]
+    if settle and settle_rate is None:
+        raise ValueError("settle needs settle_rate")
+    check_int("settle", settle, least=0)
+    plain = [batches[i % len(batches)] for i in range(steps + settle)]
+    shuffled = [batches[i] for i in _other_order(len(batches), steps + settle, seed)]
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
     devices = list(range(torch.cuda.device_count())) if cuda else []
     with torch.random.fork_rng(devices=devices), torch.inference_mode(False), torch.enable_grad():
         common = (held_out, loss_fn, metric)
-        control = _run(model, optimizer, None, plain, *common, seed, "control")
-        second = _run(model, optimizer, None, shuffled, *common, seed + 1, "second control")
-        scores = {name: _run(model, optimizer, v, plain, *common, seed, name) for name, v in variants.items()}
+        rate = settle_rate if settle else None
+        control = _run(model, optimizer, None, plain[:steps], *common, seed, "control", plain[steps:], rate)
+        second = _run(model, optimizer, None, shuffled[:steps], *common, seed + 1, "second control", shuffled[steps:],
+                      rate)  # fmt: skip
+        scores = {
+            name: _run(model, optimizer, v, plain[:steps], *common, seed, name, plain[steps:], rate)
+            for name, v in variants.items()
+        }
     return Result(steps, control, second, scores)
 
 

@@ -228,7 +228,8 @@ def learning_rate_verdict(evidence: LearningRateEvidence, thresholds: Thresholds
     if e.nonfinite is not None:
         smaller = "one ten times smaller" if e.rate is None else f"{_rate(e.rate / 10)} (it was {_rate(e.rate)})"
         return Verdict("learning_rate", 1, f"✗ diverged: {e.nonfinite} not finite (NaN or inf); the learning rate "
-                       f"is far too high for this model: try {smaller}, gradient clipping, or a warm-up")  # fmt: skip
+                       f"is far too high for this model: try {smaller}, gradient clipping, or a warm-up",
+                       suggestion=None if e.rate is None else float(_rate(e.rate / 10)))  # fmt: skip
     p = e.loss_progress
     if p is None:
         return Verdict("learning_rate", None, f"… {NOT_YET}: the training loss has not been seen for long enough")
