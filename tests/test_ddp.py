@@ -26,3 +26,6 @@ def test_only_rank_zero_probes_and_nothing_hangs(tmp_path: Path) -> None:
     events = read_events(rank0["log_dir"])
     assert [e.step for e in events.Images("gradcam/net.conv3/images_00-03")] == [0, 2, 4, 6]
     assert [e.step for e in events.Scalars("quality/gradcam/randomization")] == [6]  # its own cadence, and the end
+    # the advice check ran on rank 0 only, at the fit's end, while rank 1 waited
+    assert rank0["advice_checked"] == ["kernel_size"] and rank1["advice_checked"] == []
+    assert [e.step for e in events.Scalars("confirmation/kernel_size")] == [6]
