@@ -246,7 +246,7 @@ def test_a_diverged_run_is_tried_from_the_latest_finite_probe(tmp_path: Path) ->
     events = read_events(trainer.logger.log_dir)
     (outcome,) = events.Scalars("confirmation/learning_rate")
     found = _texts(events, "diagnostics/confirmation")[outcome.step]
-    start = int(found.split("from the weights of step ")[1].split(",")[0])
+    start = int(found.split("from the weights of step ")[1].split(" ")[0])
     assert start < outcome.step and "rate 100000" in found
     line = verdict_lines(_texts(events, "diagnostics/verdicts")[30])["learning_rate"]
     assert line.startswith("✗ diverged") and f"— tried: (from step {start}'s weights)" in line

@@ -78,9 +78,11 @@ class Trial:
     rate: float | None = None
 
 
-def trials_for(verdicts: Sequence[Verdict], first_layer: str, rate: float | None) -> list[Trial]:
-    """The advice of each failing verdict that a check can try, from the verdicts, the first layer's name and the
-    first parameter group's rate now (a suggested rate scales every group's rate alike)."""
+def trials_for(verdicts: Sequence[Verdict], first_layer: str, rate: float | None, stride: int = 2) -> list[Trial]:
+    """The advice of each failing verdict that a check can try, from the verdicts, the first layer's name and stride
+    and the first parameter group's rate now (a suggested rate scales every group's rate alike). The blurred copy's
+    first layer runs at stride 1: stride^2 times its work, counted as that many training steps (an upper bound)."""
+    cost = float(stride**2)
     trials = []
     for verdict in verdicts:
         value, suggestion = verdict.value, verdict.suggestion
@@ -90,7 +92,7 @@ def trials_for(verdicts: Sequence[Verdict], first_layer: str, rate: float | None
             name = f"rate {suggestion:g}"
             trials.append(Trial(verdict.name, value, name, try_rate(suggestion / rate), rate=suggestion))
         elif verdict.name == "stride" and value == 1:
-            trials.append(Trial(verdict.name, value, f"a blurred {first_layer}", try_blur(first_layer), True, 3.0))
+            trials.append(Trial(verdict.name, value, f"a blurred {first_layer}", try_blur(first_layer), True, cost))
         elif verdict.name == "kernel_size" and value == -1 and suggestion is not None:
             size = int(suggestion)
             trials.append(Trial(verdict.name, value, f"kernel {size}", try_kernel(first_layer, size)))
@@ -169,13 +171,13 @@ class AdviceCheck:
         self.tried_from: dict[str, int] = {}  # verdict -> the kept state's step a diverged run was tried from
 
     def update(self, verdicts: Sequence[Verdict], step: int, first_layer: str, rate: float | None,
-               now: bool = False) -> None:  # fmt: skip
+               now: bool = False, stride: int = 2) -> None:  # fmt: skip
         """The trials now due: a failing verdict's advice when the verdict first fails with this value, and again
         once the run is twice as long as at its last check (``now``: every failing verdict's). The buffer is
         emptied when nothing is due."""
         due = []
         self._rate = rate
-        for trial in trials_for(verdicts, first_layer, rate):
+        for trial in trials_for(verdicts, first_layer, rate, stride):
             last = self.checked.get(trial.verdict)
             if now or last is None or last[0] != trial.value or step >= 2 * max(last[1], 1):
                 due.append(trial)
@@ -257,7 +259,7 @@ class AdviceCheck:
         self._copy_seconds = seconds / (2.0 + sum(trial.cost for trial in trials))
         logs = ProbeLogs()
         lines = []
-        source = "" if start is None else f" from the weights of step {start}, the latest probe before it diverged"
+        source = "" if start is None else f" from the weights of step {start} (the latest probe before it diverged)"
         for trial in trials:
             judgement = judge_trial(result, trial)
             if start is not None:
@@ -272,8 +274,8 @@ class AdviceCheck:
             lines.append(f"- **{trial.verdict.replace('_', ' ')}**: {judgement.text}")
         when = ""
         if over_budget:
-            when = (" at the fit's end (the budget could not afford it during the fit)" if at_end else
-                    " at once, over the budget (a learning rate's first check does not wait for it)")  # fmt: skip
+            when = (", at the fit's end (the budget could not afford it during the fit)" if at_end else
+                    ", at once, over the budget (a learning rate's first check does not wait for it)")  # fmt: skip
         settled = "" if not settle else f" (then {settle} more at {settle_rate:g} for every copy)"
         head = (f"Step {step}: the failing verdicts' advice tried on copies of the model{source}{when}: {self.steps} "
                 f"steps{settled} on {len(train)} recent training batches, scored on the {len(held_out)} latest, in "

@@ -173,6 +173,7 @@ class TrainingDiagnostics(ProbeMonitor):
         self._judged: tuple[Any, Any] | None = None  # the latest probe's kernel and stride verdicts, for the checks
         self._said: int | None = None  # the learning-rate verdict's value in the latest text
         self._probe_finite = True  # the latest probe's outputs were finite
+        self._stride = 2  # the first layer's (set at fit start)
         self._retell = False  # an advice check found something: the next check writes the verdict text again
         self._latest: tuple[int, list[Verdict]] | None = None  # the latest verdicts (for confirm_now)
         self.confirm_steps = confirm_steps
@@ -193,9 +194,11 @@ class TrainingDiagnostics(ProbeMonitor):
     @override
     def fit_start(self, model: nn.Module) -> None:
         name = conv_layer_names(model)[0] if self.first_layer is None else resolve_layer(model, self.first_layer)[0]
-        if not isinstance(resolve_layer(model, name)[1], nn.Conv2d):
+        first = resolve_layer(model, name)[1]
+        if not isinstance(first, nn.Conv2d):
             raise ValueError(f"first_layer {self.first_layer!r} is not an nn.Conv2d")
         self._first = name
+        self._stride = max(first.stride)
 
     @override
     def train_start(self, model: nn.Module) -> None:
@@ -250,7 +253,7 @@ class TrainingDiagnostics(ProbeMonitor):
         self._latest = (step, verdicts)
         if self._advice is not None and self._first is not None:
             rate = next(iter(self._rates_now.values()), None)
-            self._advice.update(verdicts, step, self._first, rate, now)
+            self._advice.update(verdicts, step, self._first, rate, now, self._stride)
 
     def _text(self, verdicts: list[Verdict], step: int) -> str:
         """The verdicts' text, with what an advice check found appended to the lines it tried."""
