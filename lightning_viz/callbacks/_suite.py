@@ -634,6 +634,7 @@ class ProbeSuite:
             step = trainer.global_step
             self.experiments(trainer, pl_module, step, at_end=True)
             self.probe_step(pl_module, step, self.decide(step, final=True))
+            self.experiments(trainer, pl_module, step, at_end=True)  # what the final probe found
 
     def probe_now(self, monitor: Any, trainer: Any, pl_module: nn.Module, parts: bool = False) -> None:
         """``monitor``'s regular probe (and its expensive parts where ``parts``) at the current step, once per step,

@@ -123,6 +123,16 @@ class TrainingDiagnostics(ProbeMonitor):
             ``verdict/learning_rate`` and the loss numbers, and the verdict text where the verdict changed, so that a
             rate that jumps or a schedule that stalls the run is named within 50-100 steps however far apart the
             budget spaces the probes. None: only at probes.
+        confirm_advice: try a failing verdict's advice before it is given: train copies of the model for
+            ``confirm_steps`` steps on the run's latest batches, a control and a second control as they are and one
+            with the advice applied (the suggested rate, the first layer blurred before it subsamples, the kernel
+            grown), score them on the latest batches none trained on, and log ``confirmation/<verdict>`` (1
+            confirmed, 0 inconclusive, -1 not confirmed; ``_difference`` and ``_noise`` beside it), the finding in
+            ``diagnostics/confirmation`` and " — tried: ..." after the verdict's line. It runs where the budget
+            affords it, a learning rate's first check at once, one still due at the fit's end; again once the run is
+            twice as long; a run that diverged is tried from the latest finite probe's state (kept on the CPU).
+            Training is unchanged; on rank zero only. :meth:`confirm_now` runs it on demand.
+        confirm_steps: training steps of each copy (a rate's copies take 8 more at the lower rate).
         **kwargs: probe, cadence and error options of :class:`~lightning_viz.callbacks.ProbeMonitor`.
 
     Example::
