@@ -106,11 +106,18 @@ def _blur_result(loss: list[float], shifts: list[float]) -> Result:
     return Result(24, control, second, {"a blurred conv1": _scores(loss, shifts)})
 
 
-def test_a_blur_steadier_at_the_same_loss_is_confirmed() -> None:
+def test_a_blur_steadier_at_a_lower_loss_is_confirmed() -> None:
+    (trial,) = trials_for([Verdict("stride", 1, "✗ aliasing")], "conv1", None)
+    judgement = judge_trial(_blur_result([0.8, 0.83, 0.77, 0.8], [0.20, 0.21, 0.19, 0.20]), trial)
+    assert judgement.outcome == "confirmed" and judgement.difference == pytest.approx(-1 / 3, abs=0.01)
+    assert "33% steadier under shifts" in judgement.text and "a lower held-out loss" in judgement.text
+
+
+def test_a_blur_steadier_at_the_same_loss_is_inconclusive() -> None:
+    """In the validation study such copies were no steadier than their controls 300 steps later."""
     (trial,) = trials_for([Verdict("stride", 1, "✗ aliasing")], "conv1", None)
     judgement = judge_trial(_blur_result([1.0, 1.03, 0.97, 1.0], [0.20, 0.21, 0.19, 0.20]), trial)
-    assert judgement.outcome == "confirmed" and judgement.difference == pytest.approx(-1 / 3, abs=0.01)
-    assert "33% steadier under shifts" in judgement.text and "the same held-out loss" in judgement.text
+    assert judgement.outcome == "inconclusive" and "the same held-out loss" in judgement.text
 
 
 def test_a_blur_steadier_at_a_worse_loss_is_inconclusive() -> None:

@@ -111,9 +111,11 @@ def with_tried(verdicts: Sequence[Verdict], tried: dict[str, tuple[int, Judgemen
 
 
 def judge_trial(result: Result, trial: Trial) -> Judgement:
-    """The trial's judgement: on the held-out loss; or, for the blur, on shift consistency at a loss no worse (a
-    copy steadier under shifts whose loss is worse beyond the noise is inconclusive: the network has not adapted to
-    the new layer within the check)."""
+    """The trial's judgement: on the held-out loss; or, for the blur, on shift consistency and the loss together.
+    The blur is confirmed only where its copy is both steadier under shifts and at a lower held-out loss, each beyond
+    its noise. Steadier at the same loss is inconclusive: in the validation study (benchmarks/counterfactual_study.py)
+    such copies were no steadier than their controls 300 steps later; steadier at a higher loss is inconclusive too
+    (the network has not adapted to the new layer within the check)."""
     loss = result.judge(trial.name)
     if not trial.on_shifts or result.variants[trial.name].diverged is not None or result.control.diverged is not None:
         return loss
@@ -126,8 +128,12 @@ def judge_trial(result: Result, trial: Trial) -> Judgement:
                 f"{loss.difference:+.0%} against the control (noise {loss.noise:.1%}): the network has not adapted "
                 "to the new layer within the check")  # fmt: skip
         return Judgement("inconclusive", shifts.difference, shifts.noise, text)
-    level = "the same" if loss.outcome == "inconclusive" else "a lower"
-    text = (f"confirmed: {trial.name} was {steadier} after {result.steps} steps at {level} held-out loss "
+    if loss.outcome == "inconclusive":
+        text = (f"inconclusive: {trial.name} was {steadier} after {result.steps} steps at the same held-out loss "
+                f"({loss.difference:+.1%}, noise {loss.noise:.1%}): steadier alone, which longer runs did not "
+                "keep")  # fmt: skip
+        return Judgement("inconclusive", shifts.difference, shifts.noise, text)
+    text = (f"confirmed: {trial.name} was {steadier} after {result.steps} steps at a lower held-out loss "
             f"({loss.difference:+.1%}, noise {loss.noise:.1%})")  # fmt: skip
     return Judgement("confirmed", shifts.difference, shifts.noise, text)
 
@@ -167,6 +173,7 @@ class AdviceCheck:
         self.unavailable: str | None = None  # why the check cannot run in this fit (said once)
         self._copy_seconds: float | None = None  # one copy's measured seconds, per unit of cost
         self._rate: float | None = None  # the first group's rate at the latest verdicts
+        self.result: Result | None = None  # the latest check's scores
         self.snapshot: tuple[int, dict[str, Any], dict[str, Any]] | None = None  # the latest finite state, on the CPU
         self.tried_from: dict[str, int] = {}  # verdict -> the kept state's step a diverged run was tried from
 
@@ -174,7 +181,7 @@ class AdviceCheck:
                now: bool = False, stride: int = 2) -> None:  # fmt: skip
         """The trials now due: a failing verdict's advice when the verdict first fails with this value, and again
         once the run is twice as long as at its last check (``now``: every failing verdict's). The buffer is
-        emptied when nothing is due."""
+        emptied when nothing is due and its batches are too large to keep at all times."""
         due = []
         self._rate = rate
         for trial in trials_for(verdicts, first_layer, rate, stride):
@@ -256,6 +263,7 @@ class AdviceCheck:
                                 self.steps, metric=metric, seed=self.seed, settle=settle,
                                 settle_rate=settle_rate)  # fmt: skip
         seconds = time.perf_counter() - began
+        self.result = result
         self._copy_seconds = seconds / (2.0 + sum(trial.cost for trial in trials))
         logs = ProbeLogs()
         lines = []
