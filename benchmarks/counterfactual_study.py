@@ -115,7 +115,7 @@ def _continue(model: torch.nn.Module, optimizer: torch.optim.Optimizer, variant:
     for x, y in batches:
         twin_optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(twin(x), y)
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             return {"loss": math.nan, "accuracy": math.nan, "shift": math.nan, "diverged": 1.0}
         loss.backward()
         twin_optimizer.step()
