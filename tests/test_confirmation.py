@@ -241,6 +241,8 @@ def test_a_fit_too_short_for_the_budget_tries_the_advice_at_its_end(tmp_path: Pa
         in _texts(events, "diagnostics/confirmation")[30]
     )
     assert "— tried:" in verdict_lines(_texts(events, "diagnostics/verdicts")[30])["kernel_size"]
+    budget = [e.tensor_proto.string_val[0].decode() for e in events.Tensors("viz/budget/text_summary")]
+    assert len(budget) == 1  # the check ran before the final probe, whose budget text counts it
 
 
 def test_a_diverged_run_is_tried_from_the_latest_finite_probe(tmp_path: Path) -> None:

@@ -555,7 +555,7 @@ class ProbeSuite:
         """The monitors' experiments that are ready (an advice check: :meth:`ProbeMonitor.experiment`), where the
         budget affords them; urgent ones, and at the fit's end those still due, whatever the budget (and they say so).
         Their time counts (the probes after them are spaced to repay it); a failure warns and training continues."""
-        step_seconds = self.step_seconds()
+        step_seconds, ran = self.step_seconds(), False
         for monitor in self.monitors:
             ready = monitor.experiment_ready(step_seconds or 0.0, at_end)
             if ready is None:
@@ -571,6 +571,13 @@ class ProbeSuite:
                 self.failed(monitor, error, step, "advice check")
                 logs = ProbeLogs()
             self.log_extra(monitor, step, logs, time.perf_counter() - start)
+            ran = True
+        if ran and step == self.final_step and self.budget is not None and self.writer is not None:
+            # after the final probe, whose budget text did not count them: that text again, counting them
+            self.writer.submit(written := Written(step, scalars=self._budget_scalars(step),
+                                                  texts={"viz/budget": self.budget_text(step)}))  # fmt: skip
+            self._count(written)
+            self.writer.flush()
 
     def after_probes(self, trainer: Any, pl_module: nn.Module, step: int) -> None:
         """:meth:`ProbeMonitor.after_probe` of each monitor that probed at ``step``; its time counts."""
