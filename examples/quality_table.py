@@ -28,6 +28,7 @@ METRICS = (
     "blank_maps",
 )
 MONITOR = "viz/overhead_ms/ExplanationQualityMonitor"
+METHODS = ("gradcam", "deconvnet", "guided")
 
 
 def main() -> None:
@@ -44,11 +45,11 @@ def main() -> None:
     values: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(dict)
     for tag in tags:
         parts = tag.split("/")
-        if len(parts) == 3 and parts[0] == "quality":
+        if len(parts) == 3 and parts[0] == "quality" and parts[1] in METHODS:  # not quality/threshold/<line>
             values[parts[1]][parts[2]] = [(e.step, e.value) for e in events.Scalars(tag)]
     if not values:
         raise SystemExit(f"no quality/* scalars in {files[-1]}: was ExplanationQualityMonitor attached?")
-    methods = sorted(values, key=lambda m: ("gradcam", "deconvnet", "guided").index(m))
+    methods = sorted(values, key=METHODS.index)
     steps = sorted({s for m in methods for series in values[m].values() for s, _ in series})
     first, last = steps[0], steps[-1]
 
