@@ -17,7 +17,7 @@ from lightning_viz import ExplanationQualityMonitor, GradCAMMonitor, TrainingDia
 def main(out: Path) -> None:
     seed_everything(0)
     monitor = GradCAMMonitor(every_n_steps=2, early_steps=())
-    diagnostics = TrainingDiagnostics(every_n_steps=2, early_steps=(), confirm_steps=2)  # its advice check: at the end
+    diagnostics = TrainingDiagnostics(every_n_steps=2, early_steps=(), confirm_steps=2, confirm_at_end=True)
     trainer = Trainer(
         strategy="ddp",
         accelerator="cpu",

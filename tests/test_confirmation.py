@@ -233,7 +233,8 @@ def test_the_check_runs_is_logged_and_leaves_training_unchanged(tmp_path: Path) 
 
 def test_a_fit_too_short_for_the_budget_tries_the_advice_at_its_end(tmp_path: Path) -> None:
     """The budget waits for the step time (50 steps): a 30-step fit runs the check before its final probe."""
-    _, trainer = _fit(tmp_path, [TrainingDiagnostics(every_n_steps=10, early_steps=(), confirm_steps=4)])
+    monitor = TrainingDiagnostics(every_n_steps=10, early_steps=(), confirm_steps=4, confirm_at_end=True)
+    _, trainer = _fit(tmp_path, [monitor])
     events = read_events(trainer.logger.log_dir)
     assert [e.step for e in events.Scalars("confirmation/kernel_size")] == [30]
     assert (
@@ -242,7 +243,7 @@ def test_a_fit_too_short_for_the_budget_tries_the_advice_at_its_end(tmp_path: Pa
     )
     assert "— tried:" in verdict_lines(_texts(events, "diagnostics/verdicts")[30])["kernel_size"]
     budget = [e.tensor_proto.string_val[0].decode() for e in events.Tensors("viz/budget/text_summary")]
-    assert len(budget) == 1  # the check ran before the final probe, whose budget text counts it
+    assert len(budget) == 1 and "advice checks" in budget[0]  # the check ran before the final probe, which counts it
 
 
 def test_a_diverged_run_is_tried_from_the_latest_finite_probe(tmp_path: Path) -> None:
@@ -261,6 +262,12 @@ def test_a_diverged_run_is_tried_from_the_latest_finite_probe(tmp_path: Path) ->
     assert line.startswith("✗ diverged") and f"— tried: (from step {start}'s weights)" in line
 
 
+def test_by_default_a_check_the_budget_never_affords_is_not_run(tmp_path: Path) -> None:
+    _, trainer = _fit(tmp_path, [TrainingDiagnostics(every_n_steps=10, early_steps=(), confirm_steps=4)])
+    events = read_events(trainer.logger.log_dir)
+    assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("confirmation/")]
+
+
 def test_without_confirm_advice_nothing_is_tried(tmp_path: Path) -> None:
     monitor = TrainingDiagnostics(every_n_steps=10, early_steps=(), budget=None, confirm_advice=False)
     _, trainer = _fit(tmp_path, [monitor])
@@ -274,3 +281,5 @@ def test_bad_options_fail_at_construction() -> None:
         TrainingDiagnostics(confirm_steps=0)
     with pytest.raises(TypeError, match="confirm_advice"):
         TrainingDiagnostics(confirm_advice="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="confirm_at_end"):
+        TrainingDiagnostics(confirm_at_end=1)  # type: ignore[arg-type]

@@ -214,8 +214,8 @@ class ProbeMonitor:
 
     def experiment_ready(self, step_seconds: float, at_end: bool) -> tuple[float, bool] | None:
         """The experiment this monitor has ready, as (its expected seconds, whether it is urgent: run at once
-        whatever the budget), or None; ``at_end``: the fit ends here, so one that could still run with less than it
-        wanted should say so."""
+        whatever the budget), or None; ``at_end``: the fit ends here (an experiment that could run with less than it
+        wanted, or that the budget never afforded, says so now or never)."""
         return None
 
     def experiment(self, model: nn.Module, optimizers: Sequence[Any], step: int, over_budget: bool,

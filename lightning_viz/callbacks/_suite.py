@@ -163,6 +163,7 @@ class ProbeSuite:
         self.schedule: Schedule | None = None
         self.times = StepTimes()
         self.spent = 0.0  # seconds the suite cost the fit so far, everything counted
+        self.unbudgeted = 0.0  # of which experiments that ran whatever the budget
         self._costs: dict[str, list[float]] = {}  # seconds of each job's runs: the first and the last five
         self._renders: dict[str, list[float]] = {}  # the writer's seconds for each job's results
         self._done: dict[int, set[str]] = {}  # the job keys that ran, by step
@@ -427,8 +428,16 @@ class ProbeSuite:
         bare, spent = self._bare_seconds(step), self.spent_now()
         share = f"{spent / bare:.1%} of {bare:.1f} s of training" if bare else "the fit was too short to time"
         lines = [f"Step {step}: the suite took {spent:.2f} s, {share} (budget={self.budget:g})."]
-        if bare and spent > self.budget * bare:
-            lines.append(f"✗ Over budget: step 0, the early probes and the final probe always run, and this fit "
+        if bare and spent > self.budget * bare and self.unbudgeted and spent - self.unbudgeted <= self.budget * bare:
+            lines.append(f"✗ Over budget by the advice checks: {self.unbudgeted:.2f} s of them ran whatever the budget "
+                         "(a learning rate's first check, or one still due at the fit's end: see "
+                         f"diagnostics/confirmation); without them the suite took "
+                         f"{(spent - self.unbudgeted) / bare:.1%}. A longer fit affords them within its budget; "
+                         "TrainingDiagnostics(confirm_at_end=False) leaves the fit's end out, confirm_advice=False "
+                         "every check.")  # fmt: skip
+        elif bare and spent > self.budget * bare:
+            extra = f" (and {self.unbudgeted:.2f} s of advice checks)" if self.unbudgeted else ""
+            lines.append(f"✗ Over budget: step 0, the early probes and the final probe always run{extra}, and this fit "
                          f"({step - self.schedule.first_step} steps) is too short to pay for them at "
                          f"budget={self.budget:g}; a longer fit keeps it.")  # fmt: skip
         costs = self._costs_now()
@@ -553,8 +562,8 @@ class ProbeSuite:
 
     def experiments(self, trainer: Any, pl_module: nn.Module, step: int, at_end: bool = False) -> None:
         """The monitors' experiments that are ready (an advice check: :meth:`ProbeMonitor.experiment`), where the
-        budget affords them; urgent ones, and at the fit's end those still due, whatever the budget (and they say so).
-        Their time counts (the probes after them are spaced to repay it); a failure warns and training continues."""
+        budget affords them, and urgent ones whatever the budget (they say so). Their time counts (the probes after
+        them are spaced to repay it); a failure warns and training continues."""
         step_seconds, ran = self.step_seconds(), False
         for monitor in self.monitors:
             ready = monitor.experiment_ready(step_seconds or 0.0, at_end)
@@ -562,7 +571,7 @@ class ProbeSuite:
                 continue
             cost, urgent = ready
             affords = self.affords(step, cost)
-            if not (affords or at_end or urgent):
+            if not (affords or urgent):
                 continue
             start = time.perf_counter()
             try:
@@ -570,7 +579,9 @@ class ProbeSuite:
             except Exception as error:
                 self.failed(monitor, error, step, "advice check")
                 logs = ProbeLogs()
-            self.log_extra(monitor, step, logs, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.log_extra(monitor, step, logs, seconds)
+            self.unbudgeted += 0.0 if affords else seconds
             ran = True
         if ran and step == self.final_step and self.budget is not None and self.writer is not None:
             # after the final probe, whose budget text did not count them: that text again, counting them

@@ -129,10 +129,13 @@ class TrainingDiagnostics(ProbeMonitor):
             grown), score them on the latest batches none trained on, and log ``confirmation/<verdict>`` (1
             confirmed, 0 inconclusive, -1 not confirmed; ``_difference`` and ``_noise`` beside it), the finding in
             ``diagnostics/confirmation`` and " — tried: ..." after the verdict's line. It runs where the budget
-            affords it, a learning rate's first check at once, one still due at the fit's end; again once the run is
-            twice as long; a run that diverged is tried from the latest finite probe's state (kept on the CPU).
-            Training is unchanged; on rank zero only. :meth:`confirm_now` runs it on demand.
+            affords it (a learning rate's first check at once: a rate too high can diverge the run first), and
+            again once the run is twice as long; a run that diverged is tried from the latest finite probe's state
+            (kept on the CPU). Training is unchanged; on rank zero only. :meth:`confirm_now` runs it on demand.
         confirm_steps: training steps of each copy (a rate's copies take 8 more at the lower rate).
+        confirm_at_end: also try, when the fit ends, the advice still due, whatever the budget (before the final
+            probe, or after it where that probe found the failure): for fits too short for the budget to afford a
+            check (a few hundred steps), which pay for it in time (``viz/budget`` says how much).
         **kwargs: probe, cadence and error options of :class:`~lightning_viz.callbacks.ProbeMonitor`.
 
     Example::
@@ -155,11 +158,14 @@ class TrainingDiagnostics(ProbeMonitor):
         check_every_n_steps: int | None = 50,
         confirm_advice: bool = True,
         confirm_steps: int = 24,
+        confirm_at_end: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(layers=layers, **kwargs)
-        if not isinstance(confirm_advice, bool):
-            raise TypeError(f"confirm_advice must be True or False, got {confirm_advice!r}")
+        for name, flag in (("confirm_advice", confirm_advice), ("confirm_at_end", confirm_at_end)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        self.confirm_at_end = confirm_at_end
         check_int("confirm_steps", confirm_steps)
         check_int("top_k", top_k)
         check_int("shift_every_n_steps", shift_every_n_steps)
@@ -277,9 +283,9 @@ class TrainingDiagnostics(ProbeMonitor):
     @override
     def experiment_ready(self, step_seconds: float, at_end: bool) -> tuple[float, bool] | None:
         advice = self._advice
-        if advice is None or not (advice.ready or (at_end and advice.can_run())):
+        if advice is None or not (advice.ready or (at_end and self.confirm_at_end and advice.can_run())):
             return None
-        return advice.estimate(step_seconds), advice.urgent
+        return advice.estimate(step_seconds), advice.urgent or (at_end and self.confirm_at_end)
 
     @override
     def experiment(self, model: nn.Module, optimizers: Sequence[Any], step: int, over_budget: bool,
