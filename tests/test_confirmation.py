@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import Classifier, assert_same_training, make_trainer, random_loader, read_events
-from pytorch_lightning import seed_everything
+from pytorch_lightning import Callback, seed_everything
 from torch import nn
 
 from lightning_viz import TrainingDiagnostics
@@ -266,6 +266,19 @@ def test_by_default_a_check_the_budget_never_affords_is_not_run(tmp_path: Path) 
     _, trainer = _fit(tmp_path, [TrainingDiagnostics(every_n_steps=10, early_steps=(), confirm_steps=4)])
     events = read_events(trainer.logger.log_dir)
     assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("confirmation/")]
+
+
+def test_confirm_now_tries_the_failing_advice_on_demand(tmp_path: Path) -> None:
+    monitor = TrainingDiagnostics(every_n_steps=10, early_steps=(), confirm_steps=4)
+
+    class AtStep20(Callback):
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
+            if trainer.global_step == 20:
+                monitor.confirm_now(trainer, pl_module)
+
+    _, trainer = _fit(tmp_path, [monitor, AtStep20()])
+    events = read_events(trainer.logger.log_dir)
+    assert [e.step for e in events.Scalars("confirmation/kernel_size")] == [20]  # the budget affords none itself
 
 
 def test_without_confirm_advice_nothing_is_tried(tmp_path: Path) -> None:
