@@ -340,9 +340,13 @@ class TrainingDiagnostics(ProbeMonitor):
             warnings.warn("confirm_now: nothing to try (no verdict fails, or fewer than 4 training batches were kept "
                           "since one began to fail)", stacklevel=2)  # fmt: skip
             return
-        start = time.perf_counter()
-        logs = self.experiment(pl_module, trainer.optimizers, trainer.global_step, over_budget=False, at_end=False)
-        self.suite.log_extra(self, trainer.global_step, logs, time.perf_counter() - start)
+        start, step = time.perf_counter(), trainer.global_step
+        try:
+            logs = self.experiment(pl_module, trainer.optimizers, step, over_budget=False, at_end=False)
+        except Exception as error:  # warned once, and training goes on (on_error="raise" re-raises)
+            self.suite.failed(self, error, step, "advice check")
+            logs = ProbeLogs()
+        self.suite.log_extra(self, step, logs, time.perf_counter() - start)
 
     def _nonfinite_loss(self) -> str | None:
         """What the learning-rate verdict names when the training loss stopped being finite, or None."""
