@@ -15,17 +15,13 @@ Writes the tables to benchmarks/deconvnet_cost.md (--out) and prints them.
 from __future__ import annotations
 
 import argparse
-import datetime
-import shlex
-import sys
 import warnings
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
 import torchvision
-from _timing import bare_step, median_ms  # benchmarks/_timing.py, beside this script
+from _timing import bare_step, median_ms, write_result  # benchmarks/_timing.py, beside this script
 from captum.attr import NeuronDeconvolution
 from torch import nn
 
@@ -117,24 +113,14 @@ def main() -> None:
     for name, model, layer in models:
         tables.append(bench(name, model, layer, probe))
         print("\n" + tables[-1], flush=True)
-    text = "\n".join(
-        [
-            "# What the top-k deconvnet projections of one layer cost, side by side",
-            "",
-            f"Written by `{shlex.join(['python', *sys.argv])}` (what each row times: its docstring).",
-            "",
-            f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; torch {torch.__version__}, "
-            f"torchvision {torchvision.__version__}, captum {version('captum')}; "
-            f"CPU, {torch.get_num_threads()} threads",
-            f"- median of {REPEATS} calls after 2 untimed ones; x bare: the row's time over the bare forward + "
-            "backward of the probe batch in the same run; captum's ranking of the units is not counted",
-            "",
-            "\n\n".join(tables),
-            "",
-        ]
+    write_result(
+        args.out,
+        "What the top-k deconvnet projections of one layer cost, side by side",
+        ["captum"],
+        f"median of {REPEATS} calls after 2 untimed ones; x bare: the row's time over the bare forward + "
+        "backward of the probe batch in the same run; captum's ranking of the units is not counted",
+        tables,
     )
-    args.out.write_text(text)
-    print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":

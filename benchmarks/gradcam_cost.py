@@ -22,19 +22,15 @@ pip install -e ".[bench]".
 from __future__ import annotations
 
 import argparse
-import datetime
-import shlex
-import sys
 import tempfile
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torchvision
-from _timing import bare_step, median_ms  # benchmarks/_timing.py, beside this script
+from _timing import bare_step, median_ms, write_result  # benchmarks/_timing.py, beside this script
 from captum.attr import LayerGradCam
 from pytorch_grad_cam import GradCAM
 from torch import nn
@@ -165,24 +161,14 @@ def main() -> None:
         tables.append(table(name, layer, probe, rows, panels))
         print("\n" + tables[-1], flush=True)
 
-    text = "\n".join(
-        [
-            "# What one Grad-CAM probe costs, side by side",
-            "",
-            f"Written by `{shlex.join(['python', *sys.argv])}` (what each row times: its docstring).",
-            "",
-            f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; torch {torch.__version__}, "
-            f"torchvision {torchvision.__version__}, captum {version('captum')}, grad-cam {version('grad-cam')}; "
-            f"CPU, {torch.get_num_threads()} threads",
-            f"- median of {args.repeats} calls after 3 untimed ones; x bare: the row's time over the bare forward + "
-            "backward of the same batch in the same run",
-            "",
-            "\n\n".join(tables),
-            "",
-        ]
+    write_result(
+        args.out,
+        "What one Grad-CAM probe costs, side by side",
+        ["captum", "grad-cam"],
+        f"median of {args.repeats} calls after 3 untimed ones; x bare: the row's time over the bare forward + "
+        "backward of the same batch in the same run",
+        tables,
     )
-    args.out.write_text(text)
-    print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":
